@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make run` (the pipeline on the default preset) and
+# `make test` (the test suite). Both create .venv and install the package first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: setup run test dry-run clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores all $(ARGS)
+
+dry-run: $(STAMP)
+	$(BIN)/snakemake --cores all --dry-run $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,195 @@
+"""Validation of the pipeline's config and resolution of one run's recipe.
+
+Every mistake is reported as one ConfigError naming the key, the bad value and what is
+allowed, before Snakemake schedules any job.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value that the pipeline cannot run with."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def validate(config: dict, schema_path: str | Path) -> dict:
+    """Check `config` against the schema and the cross-key rules; return it with defaults filled."""
+    config = copy.deepcopy(config)
+    schema = load_yaml(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError(_describe(errors[0], schema))
+    _fill_defaults(config, schema, schema)
+    _check_cross_keys(config)
+    return config
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError, root: dict) -> str:
+    """One sentence: which key, which value, what is allowed."""
+    key = _key(error.absolute_path)
+    value = error.instance
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(value) - set(allowed))
+        bad = unknown[0] if unknown else "?"
+        where = f"{key}.{bad}" if error.absolute_path else bad
+        hint = difflib.get_close_matches(bad, allowed, n=1)
+        msg = f"config: unknown key '{where}' (value {value.get(bad)!r})."
+        if allowed:
+            msg += f" Allowed keys there: {', '.join(allowed)}."
+        if hint:
+            msg += f" Did you mean '{hint[0]}'?"
+        return msg
+    if kind == "required":
+        return f"config: '{key}' lacks a required key: {error.message.split(' is')[0]}."
+    if kind == "enum":
+        return f"config: '{key}' = {value!r} is not allowed; choose one of: {', '.join(map(str, error.validator_value))}."
+    if kind == "type":
+        return f"config: '{key}' = {value!r} has the wrong type; it must be of type {error.validator_value}."
+    bounds = {
+        "minimum": ">=",
+        "maximum": "<=",
+        "exclusiveMinimum": ">",
+        "exclusiveMaximum": "<",
+        "minProperties": "entries >=",
+    }
+    if kind in bounds:
+        return f"config: '{key}' = {value!r} is out of range; it must be {bounds[kind]} {error.validator_value}."
+    if kind == "pattern":
+        return f"config: '{key}' = {value!r} is not a valid name; use letters, digits, '_', '.', '+' or '-'."
+    return f"config: '{key}' = {value!r} is invalid: {error.message}."
+
+
+def _fill_defaults(node: Any, schema: dict, root: dict) -> None:
+    """Fill `default`s of the schema into `node`, recursing through properties and maps."""
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].split("/")[-1]]
+    if not isinstance(node, dict):
+        return
+    for name, sub in schema.get("properties", {}).items():
+        if name not in node and "default" in sub:
+            node[name] = copy.deepcopy(sub["default"])
+        if name in node:
+            _fill_defaults(node[name], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in node.items():
+            if name not in schema.get("properties", {}):
+                _fill_defaults(value, extra, root)
+
+
+def _check_cross_keys(config: dict) -> None:
+    presets = config["presets"]
+    if config["preset"] not in presets:
+        raise ConfigError(
+            f"config: 'preset' = {config['preset']!r} names no preset; choose one of: {', '.join(presets)}."
+        )
+    for name, run in config["runs"].items():
+        _check_run(name, run)
+    for name in config["select"]:
+        if name not in config["runs"]:
+            hint = difflib.get_close_matches(name, config["runs"], n=1)
+            raise ConfigError(
+                f"config: 'select' names run {name!r}, which is not in 'runs'."
+                + (f" Did you mean {hint[0]!r}?" if hint else f" Known runs: {', '.join(config['runs'])}.")
+            )
+    preset = presets[config["preset"]]
+    if preset["dataset"] == "cifar10":
+        _check_cifar_folder(config["datasets"].setdefault("cifar10", {"root": "data/cifar10", "download": False}))
+
+
+def _check_run(name: str, run: dict) -> None:
+    where = f"runs.{name}"
+    if run["model"] == "resnet":
+        depth = run.get("depth")
+        if depth is None:
+            raise ConfigError(f"config: '{where}' uses model resnet but gives no 'depth' (e.g. 20, 56 or 110).")
+        if (depth - 2) % 6:
+            raise ConfigError(
+                f"config: '{where}.depth' = {depth} is not a CIFAR ResNet depth; it must be 6n + 2 (20, 56, 110, ...)."
+            )
+    else:
+        for key in ("depth", "width"):
+            if key in run and not (key == "width" and run[key] == 1):
+                raise ConfigError(f"config: '{where}.{key}' = {run[key]!r} applies only to model resnet, not {run['model']}.")
+        if run.get("shortcut") is False:
+            raise ConfigError(f"config: '{where}.shortcut' = false applies only to model resnet, not {run['model']}.")
+    if "batch_size" in run and "batch_fraction" in run:
+        raise ConfigError(
+            f"config: '{where}' sets both batch_size ({run['batch_size']}) and batch_fraction "
+            f"({run['batch_fraction']}); keep one."
+        )
+
+
+def _check_cifar_folder(settings: dict) -> None:
+    folder = Path(settings["root"]) / "cifar-10-batches-py"
+    if not settings.get("download") and not (folder / "test_batch").exists():
+        raise ConfigError(
+            f"config: 'datasets.cifar10.root' = {settings['root']!r} holds no CIFAR-10 ({folder}/test_batch is missing). "
+            "Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into that folder, "
+            "or set 'datasets.cifar10.download: true' to let the pipeline download it."
+        )
+
+
+def selected_runs(config: dict) -> list[str]:
+    """The runs to build: `select`, or the whole catalogue when it is empty."""
+    return list(config["select"]) or list(config["runs"])
+
+
+def preset(config: dict) -> dict:
+    return config["presets"][config["preset"]]
+
+
+def outdir(config: dict) -> str:
+    return config.get("outdir") or f"results/{config['preset']}"
+
+
+def run_recipe(config: dict, name: str) -> dict:
+    """Everything that determines run `name`'s training, at the chosen preset's scale.
+
+    The pipeline passes this dict to the training rule as a param, so a change to any value
+    in it (and only to those) reruns that run's branch.
+    """
+    run = config["runs"][name]
+    scale = preset(config)
+    dataset = scale["dataset"]
+    model = {"model": run["model"], "width_scale": scale["width_scale"]}
+    if run["model"] == "resnet":
+        model.update(depth=run["depth"], width=run["width"], shortcut=run["shortcut"])
+    data_settings = {k: v for k, v in config["datasets"].get(dataset, {}).items() if k != "download"}
+    return {
+        "run": name,
+        "dataset": dataset,
+        "data_settings": data_settings,
+        "model": model,
+        "optimizer": run["optimizer"],
+        "lr": run["lr"],
+        "momentum": config["training"]["momentum"],
+        "nesterov": config["training"]["nesterov"],
+        "weight_decay": run["weight_decay"],
+        "batch_size": run.get("batch_size", None if "batch_fraction" in run else scale["batch_size"]),
+        "batch_fraction": run.get("batch_fraction"),
+        "epochs": scale["epochs"],
+        "save_epoch": 1 if run["trajectory"] else scale["save_epoch"],
+        "lr_milestones": config["training"]["lr_milestones"],
+        "lr_gamma": config["training"]["lr_gamma"],
+        "seed": config["training"]["seed"],
+    }

@@ -1,0 +1,119 @@
+"""The pipeline end to end on the tiny preset, through Snakemake itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+RUNS = ["resnet20", "vgg9_sgd_bs8192_wd0"]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def write_config(workdir: Path, raw: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """(rule, run) of every job a dry run would execute."""
+    jobs, rule = [], None
+    for line in result.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("rule ") or line.startswith("localrule "):
+            rule = line.split()[1].rstrip(":")
+        elif line.startswith("wildcards:") and rule:
+            jobs.append((rule, line.split("run=")[1].split(",")[0]))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The tiny preset's pipeline, run once for the module, on two runs."""
+    workdir = tmp_path_factory.mktemp("pipeline")
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw.update(preset="tiny", select=RUNS, device="cpu")
+    write_config(workdir, raw)
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, raw
+
+
+@pytest.mark.workflow
+def test_pipeline_trains_each_run_and_writes_weight_statistics(built):
+    workdir, _ = built
+    out = workdir / "results" / "tiny"
+    for run in RUNS:
+        history = pd.read_csv(out / "train" / run / "history.tsv", sep="\t")
+        assert history.epoch.tolist() == [0, 1, 2]
+        assert (out / "train" / run / "checkpoints" / "epoch-0000.pt").exists()
+        norms = pd.read_csv(out / "weights" / run / "norms.tsv", sep="\t")
+        assert norms.weight_norm.tolist() == pytest.approx(history.weight_norm.tolist())
+        histogram = pd.read_csv(out / "weights" / run / "histogram.tsv", sep="\t")
+        assert histogram.final.sum() == histogram.initial.sum() > 0
+        log = (out / "logs" / "train" / f"{run}.log").read_text()
+        assert f"train {run}: 2/2 epochs [####################] 100%" in log
+        assert (out / "benchmarks" / "train" / f"{run}.tsv").exists()
+
+
+@pytest.mark.workflow
+def test_nothing_reruns_when_nothing_changed(built):
+    workdir, _ = built
+    result = snakemake(workdir, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert planned_jobs(result) == []
+
+
+@pytest.mark.workflow
+def test_changing_one_runs_recipe_reruns_only_that_branch(built, tmp_path):
+    workdir, raw = built
+    changed = yaml.safe_load(yaml.safe_dump(raw))
+    changed["runs"]["resnet20"]["lr"] = 0.05
+    write_config(workdir, changed)
+    try:
+        result = snakemake(workdir, "--dry-run")
+    finally:
+        write_config(workdir, raw)
+    assert result.returncode == 0, result.stderr
+    assert sorted(planned_jobs(result)) == [("train", "resnet20"), ("weights", "resnet20")]
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"runs": {"resnet20": {"batchsize": 64}}}, ["runs.resnet20.batchsize", "batch_size"]),
+        ({"presets": {"tiny": {"batch_size": -5}}}, ["presets.tiny.batch_size", "-5"]),
+        ({"runs": {"resnet20": {"model": "resnet21"}}}, ["runs.resnet20.model", "resnet21"]),
+        ({"preset": "paper", "datasets": {"cifar10": {"root": "no/such/folder"}}}, ["no/such/folder", "download"]),
+    ],
+    ids=["unknown-key", "negative-batch", "unknown-model", "missing-cifar10"],
+)
+def test_bad_config_stops_before_any_job(tmp_path, change, words):
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    merge(raw, change)
+    write_config(tmp_path, raw)
+    result = snakemake(tmp_path, "--dry-run")
+    assert result.returncode != 0
+    said = result.stdout + result.stderr  # Snakemake 9 reports workflow errors on stdout
+    for word in words:
+        assert word in said, said
+    assert "Job stats" not in result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def merge(base: dict, change: dict) -> None:
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,49 @@
+# Helpers shared by the rule files: the resolved config, per-run settings, code versions.
+
+import hashlib
+from pathlib import Path
+
+import losslandscape
+from losslandscape import config as cfg
+
+PRESET = config["preset"]
+SCALE = cfg.preset(config)
+OUT = cfg.outdir(config)
+LOGS = f"{OUT}/logs"
+RUNS = cfg.selected_runs(config)
+
+# Snakemake does not see changes inside the imported package; each rule gets the hash of the
+# modules it runs as a param, so editing a stage's code reruns exactly that stage's jobs.
+STAGE_MODULES = {
+    "train": ["train.py", "models", "data.py", "evaluate.py", "checkpoints.py", "io.py"],
+    "weights": ["weights.py", "io.py"],
+}
+
+
+wildcard_constraints:
+    run="|".join(map(lambda r: r.replace(".", r"\.").replace("+", r"\+"), config["runs"])),
+
+
+def code_version(stage):
+    root = Path(losslandscape.__file__).parent
+    digest = hashlib.sha256()
+    for name in STAGE_MODULES[stage]:
+        path = root / name
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def run_recipe(wildcards):
+    return cfg.run_recipe(config, wildcards.run)
+
+
+def dataset_files(wildcards):
+    """The training data a run needs on disk (none for datasets bundled with a package)."""
+    if SCALE["dataset"] == "cifar10":
+        return Path(config["datasets"]["cifar10"]["root"]) / "cifar-10-batches-py" / "test_batch"
+    return []
+
+
+def uses_gpu(wildcards=None):
+    return 1 if config["device"] == "cuda" else 0
