@@ -22,6 +22,7 @@ config.update(_checked)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/landscape.smk"
 
 
 rule all:
@@ -29,4 +30,7 @@ rule all:
         expand(f"{OUT}/train/{{run}}/final.pt", run=RUNS),
         expand(f"{OUT}/weights/{{run}}/norms.tsv", run=RUNS),
         expand(f"{OUT}/weights/{{run}}/histogram.tsv", run=RUNS),
+        all_surfaces(),
+        all_interpolations(),
+        f"{OUT}/sharpness.tsv",
     default_target: True

@@ -111,6 +111,7 @@ def _check_cross_keys(config: dict) -> None:
                 f"config: 'select' names run {name!r}, which is not in 'runs'."
                 + (f" Did you mean {hint[0]!r}?" if hint else f" Known runs: {', '.join(config['runs'])}.")
             )
+    _check_landscape(config)
     preset = presets[config["preset"]]
     if preset["dataset"] == "cifar10":
         _check_cifar_folder(config["datasets"].setdefault("cifar10", {"root": "data/cifar10", "download": False}))
@@ -137,6 +138,22 @@ def _check_run(name: str, run: dict) -> None:
             f"config: '{where}' sets both batch_size ({run['batch_size']}) and batch_fraction "
             f"({run['batch_fraction']}); keep one."
         )
+
+
+def _check_landscape(config: dict) -> None:
+    """Planes and interpolations may only name runs of the catalogue."""
+    landscape = config["landscape"]
+    named = [(f"landscape.planes.{p}.runs", r) for p, s in landscape["planes"].items() for r in s.get("runs", [])]
+    named += [(f"landscape.interpolations.{i}.{end}", pair[end])
+              for i, pair in landscape["interpolations"].items() for end in "ab"]
+    for key, run in named:
+        if run not in config["runs"]:
+            hint = difflib.get_close_matches(run, config["runs"], n=1)
+            raise ConfigError(f"config: '{key}' names run {run!r}, which is not in 'runs'."
+                              + (f" Did you mean {hint[0]!r}?" if hint else ""))
+    low, high = landscape["interpolation_range"]
+    if low >= high:
+        raise ConfigError(f"config: 'landscape.interpolation_range' = {[low, high]} must go from low to high.")
 
 
 def _check_cifar_folder(settings: dict) -> None:
@@ -193,3 +210,45 @@ def run_recipe(config: dict, name: str) -> dict:
         "lr_gamma": config["training"]["lr_gamma"],
         "seed": config["training"]["seed"],
     }
+
+
+def planes_for(config: dict, run: str) -> list[str]:
+    """The planes computed for `run` (a plane without `runs` applies to every run)."""
+    planes = config["landscape"]["planes"]
+    return [name for name, plane in planes.items() if "runs" not in plane or run in plane["runs"]]
+
+
+def plane_settings(config: dict, plane: str) -> dict:
+    """What defines a plane's directions."""
+    spec = config["landscape"]["planes"][plane]
+    return {"norm": spec["norm"], "dims": spec["dims"], "ignore_biasbn": config["landscape"]["ignore_biasbn"]}
+
+
+def grid_settings(config: dict) -> dict:
+    scale = preset(config)["landscape"]
+    return {k: scale[k] for k in ("span", "points_1d", "points_2d")}
+
+
+def evaluation_settings(config: dict) -> dict:
+    """How a loss is evaluated: none of it changes the exact values except `train_subset`."""
+    landscape = config["landscape"]
+    return {"eval_batch_size": landscape["eval_batch_size"], "fold_bn": landscape["fold_bn"],
+            "channels_last": landscape["channels_last"], "subset_seed": landscape["subset_seed"],
+            "train_subset": preset(config)["landscape"]["train_subset"]}
+
+
+def shard_count(config: dict, plane: str) -> int:
+    """2D planes are split into the preset's number of shards; a line is one job."""
+    return preset(config)["landscape"]["shards"] if config["landscape"]["planes"][plane]["dims"] == 2 else 1
+
+
+def interpolation_pairs(config: dict) -> dict[str, dict]:
+    """Interpolations whose two runs are both being built."""
+    runs = set(selected_runs(config))
+    pairs = config["landscape"]["interpolations"]
+    return {name: pair for name, pair in pairs.items() if pair["a"] in runs and pair["b"] in runs}
+
+
+def interpolation_settings(config: dict) -> dict:
+    low, high = config["landscape"]["interpolation_range"]
+    return {"min": low, "max": high, "points": preset(config)["landscape"]["interpolation_points"]}

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 DATASET_NAMES = ("cifar10", "digits")
 
@@ -220,28 +219,34 @@ def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
     return x.sub_(m).div_(s)
 
 
-class _CIFAR10(torchvision.datasets.CIFAR10):
-    """torchvision's CIFAR10 that only requires its files to exist.
+def _cifar10_class():
+    """torchvision's CIFAR10 loader, imported only when CIFAR-10 is used (it costs a second per job)."""
+    import torchvision
 
-    torchvision md5-checks every file on each load; we keep the md5 check where it
-    matters (the downloaded archive) and skip it on load, so that the tiny CIFAR-10
-    written by the tests, whose checksums cannot match, loads too.
-    """
+    class _CIFAR10(torchvision.datasets.CIFAR10):
+        """torchvision's CIFAR10 that only requires its files to exist.
 
-    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
+        torchvision md5-checks every file on each load; we keep the md5 check where it
+        matters (the downloaded archive) and skip it on load, so that the tiny CIFAR-10
+        written by the tests, whose checksums cannot match, loads too.
+        """
 
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root, self.base_folder)
-        files = [f for f, _ in self.train_list + self.test_list] + [CIFAR10_META_FILE]
-        return all((folder / f).is_file() for f in files)
+        meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
 
-    def download(self) -> None:
-        try:
-            super().download()
-        except Exception as e:
-            raise DataError(
-                f"downloading CIFAR-10 from {self.url} into {self.root} failed: {e}"
-            ) from e
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root, self.base_folder)
+            files = [f for f, _ in self.train_list + self.test_list] + [CIFAR10_META_FILE]
+            return all((folder / f).is_file() for f in files)
+
+        def download(self) -> None:
+            try:
+                super().download()
+            except Exception as e:
+                raise DataError(
+                    f"downloading CIFAR-10 from {self.url} into {self.root} failed: {e}"
+                ) from e
+
+    return _CIFAR10
 
 
 def _load_cifar10(settings: dict[str, Any], seed: int) -> Dataset:
@@ -266,7 +271,7 @@ def _load_cifar10(settings: dict[str, Any], seed: int) -> Dataset:
     splits = []
     for train in (True, False):
         try:
-            ds = _CIFAR10(str(root), train=train, download=download)
+            ds = _cifar10_class()(str(root), train=train, download=download)
         except DataError:
             raise
         except Exception as e:

@@ -1,6 +1,7 @@
 # Helpers shared by the rule files: the resolved config, per-run settings, code versions.
 
 import hashlib
+import re
 from pathlib import Path
 
 import losslandscape
@@ -17,11 +18,22 @@ RUNS = cfg.selected_runs(config)
 STAGE_MODULES = {
     "train": ["train.py", "models", "data.py", "evaluate.py", "checkpoints.py", "io.py"],
     "weights": ["weights.py", "io.py"],
+    "directions": ["directions.py", "jobs.py", "checkpoints.py", "models", "io.py"],
+    "surface": ["surface.py", "fold.py", "jobs.py", "checkpoints.py", "models", "data.py", "io.py"],
+    "sharpness": ["sharpness.py", "jobs.py", "io.py"],
 }
 
 
+def _alternatives(names):
+    return "|".join(re.escape(name) for name in names)
+
+
 wildcard_constraints:
-    run="|".join(map(lambda r: r.replace(".", r"\.").replace("+", r"\+"), config["runs"])),
+    run=_alternatives(config["runs"]),
+    plane=_alternatives(config["landscape"]["planes"]) or "no-plane",
+    pair=_alternatives(config["landscape"]["interpolations"]) or "no-pair",
+    shard=r"\d+",
+    n=r"\d+",
 
 
 def code_version(stage):
@@ -47,3 +59,19 @@ def dataset_files(wildcards):
 
 def uses_gpu(wildcards=None):
     return 1 if config["device"] == "cuda" else 0
+
+
+def surface_shards(wildcards):
+    """Shard files of a plane; none when one job computes the whole plane."""
+    n = cfg.shard_count(config, wildcards.plane)
+    if n == 1:
+        return []
+    return [f"{OUT}/surface/{wildcards.run}/{wildcards.plane}/shard-{i}-of-{n}.h5" for i in range(n)]
+
+
+def all_surfaces(wildcards=None):
+    return [f"{OUT}/surface/{run}/{plane}.h5" for run in RUNS for plane in cfg.planes_for(config, run)]
+
+
+def all_interpolations(wildcards=None):
+    return [f"{OUT}/interpolation/{pair}.h5" for pair in cfg.interpolation_pairs(config)]

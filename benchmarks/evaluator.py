@@ -1,0 +1,252 @@
+"""How fast can the landscape engine evaluate grid points, against the reference tool and the floor?
+
+A loss-surface plot evaluates L(θ* + αδ + βη) over the whole evaluation set at thousands of
+(α, β) points, so points/second is the number that matters. For each model this script times,
+in one process, on the same random data and the same points:
+
+* floor: the bare eager forward pass of the unmodified model, inference mode, at the best of a
+  few batch sizes; a point can never cost less than one such data pass;
+* ours: write θ*+αδ+βη into one flat vector the parameters are views of (two kernels),
+  ``FoldedNetwork.refresh()``, forward at the floor's batch size, loss summed on the device;
+  NCHW and channels-last separately (channels-last data is converted once, outside the loop);
+* baseline: the reference tool's way (loss-landscape's ``set_weights`` + ``eval_loss``): a
+  ``p.data = w + d`` loop over parameters, a ``DataLoader`` over a ``TensorDataset`` at batch
+  128 in NCHW (no workers; the reference also decodes PIL images per sample, which is left out,
+  so this baseline is kinder than the real tool), ``.item()`` per batch for loss and accuracy.
+
+It asserts that ours and the baseline agree on the loss at every point within 1e-4 relative,
+so a speed-up can never come from computing something else.
+
+Usage: python benchmarks/evaluator.py [--images 2000] [--digits-images 1800] [--points 4]
+[--threads 2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.linalg import vector_norm
+from torch.utils.data import DataLoader, TensorDataset
+
+from losslandscape.fold import FoldedNetwork
+from losslandscape.models import build_model
+
+FLOOR_BATCHES = (128, 256, 512, 1024, 2048)
+BASELINE_BATCH = 128
+TOL = 1e-4
+
+#: (label, spec, dataset): CIFAR-sized ResNets at full width, and the default preset's models.
+WORKLOADS: list[tuple[str, dict, str]] = [
+    ("ResNet-20", {"model": "resnet", "depth": 20}, "cifar"),
+    ("ResNet-56", {"model": "resnet", "depth": 56}, "cifar"),
+    ("ResNet-56", {"model": "resnet", "depth": 56, "width_scale": 0.5}, "digits"),
+    ("VGG-9", {"model": "vgg9", "width_scale": 0.5}, "digits"),
+    ("WRN-56-4", {"model": "resnet", "depth": 56, "width": 4, "width_scale": 0.5}, "digits"),
+    ("DenseNet-121", {"model": "densenet121", "width_scale": 0.5}, "digits"),
+]
+SHAPES = {"cifar": (3, 32), "digits": (1, 8)}
+
+
+@dataclass
+class Row:
+    """One model's results; rates in grid points (= data passes for the floor) per second."""
+
+    model: str
+    data: str
+    params: int
+    pairs: int
+    floor_batch: int
+    floor: float
+    baseline: float
+    ours_nchw: float
+    ours_cl: float
+    max_rel_diff: float
+
+
+def timed_points(fn: Callable[[float, float], tuple[float, float]],
+                 pts: list[list[float]]) -> tuple[float, list[tuple[float, float]]]:
+    """Points/second of ``fn`` and its result at every point. ``pts[0]`` is an untimed warm-up
+    (oneDNN builds its per-shape primitives once; a long run amortises that). The rate is that
+    of the fastest timed point: on a shared machine, other processes only ever add time."""
+    out, times = [fn(*pts[0])], []
+    for a, b in pts[1:]:
+        t = time.perf_counter()
+        out.append(fn(a, b))
+        times.append(time.perf_counter() - t)
+    return 1.0 / min(times), out
+
+
+def make_model(spec: dict, c: int, hw: int) -> nn.Module:
+    """A seeded zoo model whose BN statistics look trained (not identity), in eval mode."""
+    torch.manual_seed(0)
+    model = build_model(spec, c, hw, 10)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def directions(params: list[Tensor]) -> list[list[Tensor]]:
+    """Two random filter-normalised directions (each filter scaled to its weight's norm)."""
+    out = []
+    for _ in range(2):
+        ds = []
+        for p in params:
+            d = torch.randn_like(p)
+            dims = tuple(range(1, p.dim())) or None  # per filter; a 1-D tensor as a whole
+            d *= vector_norm(p, dim=dims, keepdim=True) / (vector_norm(d, dim=dims, keepdim=True) + 1e-10)
+            ds.append(d)
+        out.append(ds)
+    return out
+
+
+@torch.inference_mode()
+def floor_rate(model: nn.Module, x: Tensor, repeats: int) -> tuple[int, float]:
+    """Best batch size and data passes per second of the bare forward pass: each size is timed
+    over one pass after a one-batch warm-up, then the best one is re-timed (fastest of
+    ``repeats`` passes, as for the points)."""
+    def passes(bs: int, n: int) -> float:
+        model(x[:bs])
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            for s in range(0, len(x), bs):
+                model(x[s:s + bs])
+            times.append(time.perf_counter() - t)
+        return min(times)
+    best = min(FLOOR_BATCHES, key=lambda bs: passes(bs, 1))
+    return best, 1.0 / passes(best, repeats)
+
+
+class Ours:
+    """The engine's evaluator: flat in-place weight writes, folded BN, on-device loss sums."""
+
+    def __init__(self, model: nn.Module, dirs: list[list[Tensor]], channels_last: bool) -> None:
+        params = list(model.parameters())
+        self.flat = torch.cat([p.detach().reshape(-1) for p in params])
+        offset = 0
+        for p in params:  # every parameter becomes a view of one flat vector
+            p.data = self.flat[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        self.base = self.flat.clone()
+        self.dx, self.dy = (torch.cat([d.reshape(-1) for d in ds]) for ds in dirs)
+        self.net = FoldedNetwork(model, channels_last=channels_last)
+
+    @torch.inference_mode()
+    def loss(self, a: float, b: float, x: Tensor, y: Tensor, bs: int) -> tuple[float, float]:
+        """Mean loss and accuracy (%) at θ* + aδ + bη."""
+        torch.add(self.base, self.dx, alpha=a, out=self.flat)
+        self.flat.add_(self.dy, alpha=b)
+        self.net.refresh()
+        total = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.int64)
+        for s in range(0, len(x), bs):
+            out = self.net(x[s:s + bs])
+            total += F.cross_entropy(out, y[s:s + bs], reduction="sum").double()
+            correct += (out.argmax(1) == y[s:s + bs]).sum()
+        return total.item() / len(x), 100.0 * correct.item() / len(x)
+
+
+class Baseline:
+    """The reference tool's evaluator (net_plotter.set_weights + evaluation.eval_loss)."""
+
+    def __init__(self, model: nn.Module, dirs: list[list[Tensor]], x: Tensor, y: Tensor) -> None:
+        self.model = model
+        self.weights = [p.data.clone() for p in model.parameters()]
+        self.dirs = dirs
+        self.loader = DataLoader(TensorDataset(x, y), batch_size=BASELINE_BATCH, shuffle=False)
+
+    def loss(self, a: float, b: float) -> tuple[float, float]:
+        changes = [d0 * a + d1 * b for d0, d1 in zip(*self.dirs)]
+        for p, w, d in zip(self.model.parameters(), self.weights, changes):
+            p.data = w + d
+        total, correct, n = 0.0, 0, 0
+        with torch.no_grad():
+            for inputs, targets in self.loader:
+                out = self.model(inputs)
+                total += F.cross_entropy(out, targets).item() * len(targets)
+                correct += out.argmax(1).eq(targets).sum().item()
+                n += len(targets)
+        return total / n, 100.0 * correct / n
+
+
+def bench(label: str, spec: dict, data: str, n_images: int, n_points: int) -> Row:
+    """Time floor, baseline and ours (NCHW, channels-last) on one model; check the losses agree."""
+    c, hw = SHAPES[data]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n_images, c, hw, hw, generator=g)
+    y = torch.randint(0, 10, (n_images,), generator=g)
+    model = make_model(spec, c, hw)
+    dirs = directions([p.detach() for p in model.parameters()])
+    pts = (torch.rand(n_points + 1, 2, generator=g) - 0.5).tolist()  # first one: warm-up
+    log = lambda msg: print(f"[{label} {data}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+
+    bs, floor = floor_rate(copy.deepcopy(model), x, n_points)
+    log(f"floor {floor:.3f} passes/s at batch {bs}")
+    base = Baseline(copy.deepcopy(model), dirs, x, y)
+    baseline, ref = timed_points(base.loss, pts)
+    log(f"baseline {baseline:.3f} points/s")
+    rates, worst, pairs = [], 0.0, 0
+    for cl in (False, True):
+        ours = Ours(copy.deepcopy(model), dirs, cl)
+        pairs = len(ours.net.folded_pairs)
+        xs = x.contiguous(memory_format=torch.channels_last) if cl else x
+        rate, got = timed_points(lambda a, b: ours.loss(a, b, xs, y, bs), pts)
+        for (lo, _), (lr, _) in zip(got, ref):
+            worst = max(worst, abs(lo - lr) / abs(lr))
+        assert worst < TOL, f"{label}: ours and baseline losses differ by {worst:.2e} (relative)"
+        rates.append(rate)
+        log(f"ours {'channels_last' if cl else 'NCHW'} {rates[-1]:.3f} points/s")
+    return Row(label, f"{data} {c}x{hw}x{hw} x{n_images}", sum(p.numel() for p in model.parameters()),
+               pairs, bs, floor, baseline, rates[0], rates[1], worst)
+
+
+def table(rows: list[Row], header: str) -> str:
+    """Markdown table; 'best ours' is the faster memory format."""
+    lines = [header, "",
+             "| model | data | params | folded | floor batch | floor (passes/s) | baseline (pts/s) "
+             "| ours NCHW (pts/s) | ours CL (pts/s) | best ours / baseline | best ours / floor "
+             "| max rel. loss diff |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        best = max(r.ours_nchw, r.ours_cl)
+        lines.append(f"| {r.model} | {r.data} | {r.params:,} | {r.pairs} | {r.floor_batch} | "
+                     f"{r.floor:.3f} | {r.baseline:.3f} | {r.ours_nchw:.3f} | {r.ours_cl:.3f} | "
+                     f"{best / r.baseline:.2f}x | {best / r.floor:.2f}x | {r.max_rel_diff:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=2000, help="CIFAR-sized (3x32x32) images")
+    ap.add_argument("--digits-images", type=int, default=1800, help="digits-sized (1x8x8) images")
+    ap.add_argument("--points", type=int, default=4, help="timed grid points per method")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", help="also write the markdown table to this file")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    rows = [bench(label, spec, data, args.images if data == "cifar" else args.digits_images, args.points)
+            for label, spec, data in WORKLOADS]
+    header = (f"torch {torch.__version__}, {args.threads} threads; rates are the fastest of "
+              f"{args.points} timed points (or passes) after a warm-up; digits models at width_scale "
+              f"0.5; total {time.perf_counter() - t0:.0f} s")
+    text = table(rows, header)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Loss at points θ(c) = θ₀ + Σ c_k d_k of a line or plane in weight space: evaluation, shards, gather.
+
+The same machinery serves the random-direction plots (θ₀ = the minimiser, d = filter-normalised
+directions over the parameters) and the 1D interpolation between two minimisers (θ₀ = θ_a,
+d = θ_b − θ_a over parameters *and* BatchNorm running statistics).
+
+A grid is split into shards (point k belongs to shard k mod n) that run as separate jobs. Each
+shard appends every finished point to a journal, so a killed shard, rerun, computes only the
+points it had not finished; the shard's HDF5 file is written once, complete, at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .io import atomic_path, recipe_hash
+from .progress import Progress
+
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Coordinates of a 1D line (y is None) or a 2D plane; point k is (x[k % nx], y[k // nx])."""
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def coords(self, k: int) -> tuple[float, ...]:
+        nx = len(self.x)
+        return (float(self.x[k]),) if self.y is None else (float(self.x[k % nx]), float(self.y[k // nx]))
+
+
+def make_grid(xmin: float, xmax: float, xnum: int, ymin=None, ymax=None, ynum=None) -> Grid:
+    """Evenly spaced coordinates, as the reference tool's `--x=min:max:num`."""
+    if xnum < 2 or (ynum is not None and ynum < 2):
+        raise ValueError(f"a grid needs at least 2 points per axis (got {xnum}, {ynum})")
+    if xmin >= xmax or (ynum is not None and ymin >= ymax):
+        raise ValueError(f"a grid's minimum must be below its maximum (x {xmin}..{xmax}, y {ymin}..{ymax})")
+    y = None if ynum is None else np.linspace(ymin, ymax, ynum)
+    return Grid(np.linspace(xmin, xmax, xnum), y)
+
+
+def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Batches:
+    """Batches over data already in memory (on the evaluation device)."""
+    return lambda: ((images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size))
+
+
+class Evaluator:
+    """Loss and accuracy of `model` moved to the points of a line or plane, over fixed data.
+
+    The model's own tensors are overwritten in place at every point (no copy of the model per
+    point); `restore()` puts the origin back. The network is in eval mode, BatchNorm using its
+    stored statistics; with `fold_bn` each conv/linear + BatchNorm pair is evaluated as one layer,
+    which is exact in eval mode and roughly halves the work of a CPU forward pass.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        directions: Sequence[dict[str, torch.Tensor]],
+        data: dict[str, Batches],
+        origin: dict[str, torch.Tensor] | None = None,
+        loss_fn: Callable = F.cross_entropy,
+        fold_bn: bool = True,
+        channels_last: bool = False,
+    ):
+        self.model = model.eval()
+        live = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        names = list(directions[0])
+        unknown = [n for n in names if n not in live]
+        if unknown:
+            raise ValueError(f"directions name tensors the model does not have: {unknown[:3]}")
+        device = next(model.parameters()).device
+        self.tensors = [live[n] for n in names]
+        self.origin = [(origin or {}).get(n, live[n]).detach().to(device).clone() for n in names]
+        self.directions = [[d[n].to(device=device, dtype=live[n].dtype) for n in names] for d in directions]
+        self.data, self.loss_fn = data, loss_fn
+        self.forward = model
+        if fold_bn:
+            from .fold import FoldedNetwork
+
+            self.forward = FoldedNetwork(model, channels_last=channels_last)
+        self.channels_last = channels_last
+
+    @torch.inference_mode()
+    def move_to(self, coords: Sequence[float]) -> None:
+        torch._foreach_copy_(self.tensors, self.origin)
+        for c, direction in zip(coords, self.directions):
+            if c:
+                torch._foreach_add_(self.tensors, direction, alpha=float(c))
+        if hasattr(self.forward, "refresh"):
+            self.forward.refresh()
+
+    def restore(self) -> None:
+        self.move_to([0.0] * len(self.directions))
+
+    @torch.inference_mode()
+    def __call__(self, coords: Sequence[float]) -> dict[str, float]:
+        """`{split}_loss` (mean over the split) and `{split}_acc` (percent) at the point `coords`."""
+        self.move_to(coords)
+        result = {}
+        for split, batches in self.data.items():
+            loss_sum, correct, count = 0.0, 0, 0
+            sums = []
+            for x, y in batches():
+                if self.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = self.forward(x)
+                sums.append(torch.stack([self.loss_fn(out, y).double() * len(y), _correct(out, y)]))
+                count += len(y)
+            loss_sum, correct = torch.stack(sums).sum(0).tolist()
+            result[f"{split}_loss"] = loss_sum / count
+            result[f"{split}_acc"] = 100.0 * correct / count if correct >= 0 else math.nan
+        return result
+
+
+def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Correct predictions for a classifier's logits; -inf marks a task without accuracy."""
+    if out.dim() == 2 and not y.is_floating_point() and y.dim() == 1:
+        return (out.argmax(1) == y).sum().double()
+    return torch.tensor(-math.inf, dtype=torch.float64, device=out.device)
+
+
+def shard_points(grid: Grid, shard: int, n_shards: int) -> list[int]:
+    """Point indices of one shard: every n-th point, so shards cost about the same."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is not in 0..{n_shards - 1}")
+    return list(range(shard, grid.size, n_shards))
+
+
+def compute_shard(
+    evaluator: Callable[[Sequence[float]], dict[str, float]],
+    grid: Grid,
+    shard: int,
+    n_shards: int,
+    out_path: str | Path,
+    settings: dict,
+    desc: str = "surface",
+) -> None:
+    """Evaluate one shard's points, resuming from its journal, and write the shard's HDF5 file."""
+    out_path = Path(out_path)
+    journal = out_path.with_name(out_path.name + ".journal")
+    key = recipe_hash(settings)
+    done = _read_journal(journal, key)
+    todo = [k for k in shard_points(grid, shard, n_shards) if k not in done]
+    progress = Progress(len(done) + len(todo), desc, "points", initial=len(done))
+    if done:
+        print(f"{desc}: resuming with {len(done)} points already computed", flush=True)
+    with open(journal, "a") as fh:
+        if not done:
+            fh.write(f"# settings {key}\n")
+        for k in todo:
+            values = evaluator(grid.coords(k))
+            done[k] = values
+            fh.write("\t".join([str(k)] + [repr(float(values[m])) for m in METRICS]) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            progress.update(train_loss=f"{values['train_loss']:.4g}")
+    indices = np.array(sorted(done), dtype=np.int64)
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("indices", data=indices)
+        for m in METRICS:
+            f.create_dataset(m, data=np.array([done[k][m] for k in indices], dtype=np.float64))
+        f.attrs.update(settings_hash=key, shard=shard, n_shards=n_shards)
+    journal.unlink()
+
+
+def _read_journal(journal: Path, key: str) -> dict[int, dict[str, float]]:
+    """Points finished by an earlier attempt with the same settings (a torn last line is dropped)."""
+    if not journal.exists():
+        return {}
+    lines = journal.read_text().split("\n")
+    if not lines or lines[0] != f"# settings {key}":
+        journal.unlink()  # made with other settings: nothing in it can be reused
+        return {}
+    done = {}
+    for line in lines[1:-1]:  # the text after the last newline is an unfinished line
+        fields = line.split("\t")
+        if len(fields) == 1 + len(METRICS):
+            done[int(fields[0])] = dict(zip(METRICS, map(float, fields[1:])))
+    return done
+
+
+def gather(shard_paths: Sequence[str | Path], grid: Grid, out_path: str | Path, attrs: dict) -> dict[str, np.ndarray]:
+    """Merge shard files into one surface file in the reference tool's layout, Z[iy, ix]."""
+    values = {m: np.full(grid.size, np.nan) for m in METRICS}
+    seen = np.zeros(grid.size, dtype=bool)
+    keys = set()
+    for path in shard_paths:
+        with h5py.File(path, "r") as f:
+            keys.add(f.attrs["settings_hash"])
+            idx = f["indices"][()]
+            seen[idx] = True
+            for m in METRICS:
+                values[m][idx] = f[m][()]
+    if len(keys) > 1:
+        raise ValueError(f"shards {list(map(str, shard_paths))} were computed with different settings; rerun them.")
+    if not seen.all():
+        raise ValueError(f"{np.count_nonzero(~seen)} grid points are missing from the shards of {out_path}.")
+    surface = {m: v.reshape(grid.shape) for m, v in values.items()}
+    write_surface(out_path, grid, surface, attrs)
+    return surface
+
+
+def write_surface(path: str | Path, grid: Grid, surface: dict[str, np.ndarray], attrs: dict) -> None:
+    """The reference tool's names (xcoordinates, train_loss, ...), 2D arrays as Z[iy, ix], provenance in attrs.
+
+    Points where the loss is not finite are kept as inf/NaN and flagged in `nonfinite`.
+    """
+    losses = [v for k, v in surface.items() if k.endswith("_loss")]
+    nonfinite = np.logical_or.reduce([~np.isfinite(v) for v in losses])
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("xcoordinates", data=grid.x)
+        if grid.y is not None:
+            f.create_dataset("ycoordinates", data=grid.y)
+        for name, values in surface.items():
+            f.create_dataset(name, data=values)
+        f.create_dataset("nonfinite", data=nonfinite)
+        f.attrs.update({k: v for k, v in attrs.items() if v is not None})
+        f.attrs["layout"] = "Z[ix]" if grid.y is None else "Z[iy, ix]: rows follow ycoordinates, columns xcoordinates"
+        f.attrs["nonfinite_points"] = int(nonfinite.sum())
+        f.attrs["loss"] = "mean over the split"
+        f.attrs["acc_unit"] = "percent"
+        f.attrs["version"] = __version__
+
+
+def read_surface(path: str | Path) -> dict:
+    """A surface file as a dict of arrays plus `attrs`."""
+    with h5py.File(path, "r") as f:
+        surface = {name: f[name][()] for name in f}
+        surface["attrs"] = dict(f.attrs)
+    return surface
+
+
+def compute_surface(evaluator, grid: Grid, desc: str = "surface") -> dict[str, np.ndarray]:
+    """All points of a grid in this process (no shards, no journal): the library's simple path."""
+    values: dict[str, np.ndarray] = {}
+    progress = Progress(grid.size, desc, "points")
+    try:
+        for k in range(grid.size):
+            for m, v in evaluator(grid.coords(k)).items():
+                values.setdefault(m, np.full(grid.size, np.nan))[k] = v
+            progress.update()
+    finally:
+        evaluator.restore()
+    return {m: v.reshape(grid.shape) for m, v in values.items()}

@@ -1,0 +1,115 @@
+# The landscape engine: directions, random-direction surfaces (sharded), interpolations, sharpness.
+
+
+rule directions:
+    input:
+        checkpoint=f"{OUT}/train/{{run}}/final.pt",
+    output:
+        f"{OUT}/directions/{{run}}/{{plane}}.h5",
+    params:
+        plane=lambda w: cfg.plane_settings(config, w.plane),
+        seed=config["landscape"]["seed"],
+        code=code_version("directions"),
+    log:
+        f"{LOGS}/directions/{{run}}/{{plane}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/directions/{{run}}/{{plane}}.tsv"
+    conda:
+        "../../envs/torch-cpu.yaml"
+    script:
+        "../scripts/directions.py"
+
+
+rule surface_shard:
+    input:
+        checkpoint=f"{OUT}/train/{{run}}/final.pt",
+        directions=f"{OUT}/directions/{{run}}/{{plane}}.h5",
+    output:
+        f"{OUT}/surface/{{run}}/{{plane}}/shard-{{shard}}-of-{{n}}.h5",
+    params:
+        plane=lambda w: cfg.plane_settings(config, w.plane),
+        grid=cfg.grid_settings(config),
+        evaluation=cfg.evaluation_settings(config),
+        device=config["device"],
+        code=code_version("surface"),
+    threads: SCALE["threads"]
+    resources:
+        gpu=uses_gpu,
+    log:
+        f"{LOGS}/surface/{{run}}/{{plane}}/shard-{{shard}}-of-{{n}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/surface/{{run}}/{{plane}}/shard-{{shard}}-of-{{n}}.tsv"
+    conda:
+        "../../envs/torch-cpu.yaml"
+    script:
+        "../scripts/surface_shard.py"
+
+
+# Merges the shards of a plane; a plane of one shard is computed by this job itself.
+rule surface:
+    input:
+        shards=surface_shards,
+        checkpoint=f"{OUT}/train/{{run}}/final.pt",
+        directions=f"{OUT}/directions/{{run}}/{{plane}}.h5",
+    output:
+        f"{OUT}/surface/{{run}}/{{plane}}.h5",
+    params:
+        plane=lambda w: cfg.plane_settings(config, w.plane),
+        grid=cfg.grid_settings(config),
+        evaluation=cfg.evaluation_settings(config),
+        device=config["device"],
+        code=code_version("surface"),
+    threads: lambda w: 1 if surface_shards(w) else SCALE["threads"]
+    resources:
+        gpu=lambda w: 0 if surface_shards(w) else uses_gpu(w),
+    log:
+        f"{LOGS}/surface/{{run}}/{{plane}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/surface/{{run}}/{{plane}}.tsv"
+    conda:
+        "../../envs/torch-cpu.yaml"
+    script:
+        "../scripts/surface.py"
+
+
+rule interpolate:
+    input:
+        a=lambda w: f"{OUT}/train/{config['landscape']['interpolations'][w.pair]['a']}/final.pt",
+        b=lambda w: f"{OUT}/train/{config['landscape']['interpolations'][w.pair]['b']}/final.pt",
+    output:
+        f"{OUT}/interpolation/{{pair}}.h5",
+    params:
+        settings=cfg.interpolation_settings(config),
+        evaluation=cfg.evaluation_settings(config),
+        device=config["device"],
+        code=code_version("surface"),
+    threads: SCALE["threads"]
+    resources:
+        gpu=uses_gpu,
+    log:
+        f"{LOGS}/interpolation/{{pair}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/interpolation/{{pair}}.tsv"
+    conda:
+        "../../envs/torch-cpu.yaml"
+    script:
+        "../scripts/interpolate.py"
+
+
+rule sharpness:
+    input:
+        surfaces=all_surfaces,
+        histories=expand(f"{OUT}/train/{{run}}/history.tsv", run=RUNS),
+    output:
+        f"{OUT}/sharpness.tsv",
+    params:
+        threshold=config["landscape"]["sharpness_threshold"],
+        code=code_version("sharpness"),
+    log:
+        f"{LOGS}/sharpness.log",
+    benchmark:
+        f"{OUT}/benchmarks/sharpness.tsv"
+    conda:
+        "../../envs/torch-cpu.yaml"
+    script:
+        "../scripts/sharpness.py"
