@@ -123,3 +123,11 @@ def test_diverging_run_stops_with_run_and_epoch_named(tiny_recipe, tmp_path):
     message = str(info.value)
     assert "resnet20_noshort" in message and re.search(r"at epoch [12]\b", message) and "lr" in message
     assert not (tmp_path / "final.pt").exists()
+
+
+def test_warmup_runs_the_first_epochs_at_a_tenth_of_the_rate():
+    recipe = {"epochs": 20, "lr_milestones": [0.5, 0.75, 0.917], "lr_gamma": 0.1, "warmup_epochs": 1}
+    factors = [training.lr_factor(recipe, done) for done in range(20)]
+    assert factors[:2] == pytest.approx([0.1, 1.0])
+    assert factors[9:11] == pytest.approx([1.0, 0.1])  # epoch 11 runs after the drop at 10
+    assert factors[-1] == pytest.approx(0.001)

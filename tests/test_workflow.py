@@ -10,9 +10,16 @@ import pandas as pd
 import pytest
 import yaml
 
+from losslandscape.surface import read_surface
+
 from conftest import REPO
 
-RUNS = ["resnet20", "vgg9_sgd_bs8192_wd0"]
+RUNS = ["resnet20", "vgg9_sgd_bs128_wd0", "vgg9_sgd_bs8192_wd0"]
+PLANES = {  # fewer planes than config.yaml, to keep the test short; every kind is still there
+    "filter-1d": {"norm": "filter", "dims": 1},
+    "filter-2d": {"norm": "filter", "dims": 2},
+    "none-1d": {"norm": "none", "dims": 1, "runs": ["vgg9_sgd_bs128_wd0"]},
+}
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -42,6 +49,7 @@ def built(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipeline")
     raw = yaml.safe_load((REPO / "config.yaml").read_text())
     raw.update(preset="tiny", select=RUNS, device="cpu")
+    raw["landscape"]["planes"] = PLANES
     write_config(workdir, raw)
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -66,6 +74,27 @@ def test_pipeline_trains_each_run_and_writes_weight_statistics(built):
 
 
 @pytest.mark.workflow
+def test_pipeline_computes_surfaces_interpolation_and_sharpness(built):
+    workdir, _ = built
+    out = workdir / "results" / "tiny"
+    plane = read_surface(out / "surface" / "resnet20" / "filter-2d.h5")
+    assert plane["train_loss"].shape == (3, 3) and plane["attrs"]["norm"] == "filter"
+    assert plane["attrs"]["train_subset"] == 200
+    history = pd.read_csv(out / "train" / "resnet20" / "history.tsv", sep="\t")
+    line = read_surface(out / "surface" / "resnet20" / "filter-1d.h5")
+    assert line["test_loss"][2] == pytest.approx(history.test_loss.iloc[-1], rel=1e-4), "centre = the minimiser"
+    assert line["test_acc"][2] == pytest.approx(history.test_acc.iloc[-1], abs=1e-3)
+    assert not list((out / "surface").rglob("*.journal")), "no journal is left once a shard is done"
+    curve = read_surface(out / "interpolation" / "vgg9_wd0.h5")
+    assert curve["xcoordinates"].tolist() == pytest.approx([-0.5, 0.0, 0.5, 1.0, 1.5])
+    small = pd.read_csv(out / "train" / "vgg9_sgd_bs128_wd0" / "history.tsv", sep="\t")
+    assert curve["test_loss"][1] == pytest.approx(small.test_loss.iloc[-1], rel=1e-4), "alpha = 0 is the small-batch net"
+    table = pd.read_csv(out / "sharpness.tsv", sep="\t")
+    assert len(table) == 7 and set(table.run) == set(RUNS)
+    assert {"curvature", "flat_width", "flat_area", "test_error"} <= set(table.columns)
+
+
+@pytest.mark.workflow
 def test_nothing_reruns_when_nothing_changed(built):
     workdir, _ = built
     result = snakemake(workdir, "--dry-run")
@@ -84,7 +113,11 @@ def test_changing_one_runs_recipe_reruns_only_that_branch(built, tmp_path):
     finally:
         write_config(workdir, raw)
     assert result.returncode == 0, result.stderr
-    assert sorted(planned_jobs(result)) == [("train", "resnet20"), ("weights", "resnet20")]
+    jobs = planned_jobs(result)
+    assert {run for _, run in jobs} == {"resnet20"}, "no other run's branch reruns"
+    assert sorted(rule for rule, _ in jobs) == sorted(
+        ["train", "weights", "directions", "directions", "surface", "surface", "surface_shard", "surface_shard"]
+    )
 
 
 @pytest.mark.workflow

@@ -208,6 +208,7 @@ def run_recipe(config: dict, name: str) -> dict:
         "save_epoch": 1 if run["trajectory"] else scale["save_epoch"],
         "lr_milestones": config["training"]["lr_milestones"],
         "lr_gamma": config["training"]["lr_gamma"],
+        "warmup_epochs": scale["warmup_epochs"],
         "seed": config["training"]["seed"],
     }
 
