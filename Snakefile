@@ -23,6 +23,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/landscape.smk"
+include: "workflow/rules/trajectory.smk"
 
 
 rule all:
@@ -32,5 +33,6 @@ rule all:
         expand(f"{OUT}/weights/{{run}}/histogram.tsv", run=RUNS),
         all_surfaces(),
         all_interpolations(),
+        all_trajectories(),
         f"{OUT}/sharpness.tsv",
     default_target: True

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -71,19 +72,6 @@ class Row:
     max_rel_diff: float
 
 
-def timed_points(fn: Callable[[float, float], tuple[float, float]],
-                 pts: list[list[float]]) -> tuple[float, list[tuple[float, float]]]:
-    """Points/second of ``fn`` and its result at every point. ``pts[0]`` is an untimed warm-up
-    (oneDNN builds its per-shape primitives once; a long run amortises that). The rate is that
-    of the fastest timed point: on a shared machine, other processes only ever add time."""
-    out, times = [fn(*pts[0])], []
-    for a, b in pts[1:]:
-        t = time.perf_counter()
-        out.append(fn(a, b))
-        times.append(time.perf_counter() - t)
-    return 1.0 / min(times), out
-
-
 def make_model(spec: dict, c: int, hw: int) -> nn.Module:
     """A seeded zoo model whose BN statistics look trained (not identity), in eval mode."""
     torch.manual_seed(0)
@@ -111,21 +99,20 @@ def directions(params: list[Tensor]) -> list[list[Tensor]]:
 
 
 @torch.inference_mode()
-def floor_rate(model: nn.Module, x: Tensor, repeats: int) -> tuple[int, float]:
-    """Best batch size and data passes per second of the bare forward pass: each size is timed
-    over one pass after a one-batch warm-up, then the best one is re-timed (fastest of
-    ``repeats`` passes, as for the points)."""
-    def passes(bs: int, n: int) -> float:
-        model(x[:bs])
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            for s in range(0, len(x), bs):
-                model(x[s:s + bs])
-            times.append(time.perf_counter() - t)
-        return min(times)
-    best = min(FLOOR_BATCHES, key=lambda bs: passes(bs, 1))
-    return best, 1.0 / passes(best, repeats)
+def floor_pass(model: nn.Module, x: Tensor, bs: int) -> None:
+    """One bare forward pass over the data: what any evaluator must at least do per point."""
+    for s in range(0, len(x), bs):
+        model(x[s:s + bs])
+
+
+def best_batch(model: nn.Module, x: Tensor) -> int:
+    """The batch size of the fastest single pass (after a one-batch warm-up at each size)."""
+    def seconds(bs: int) -> float:
+        floor_pass(model, x[:bs], bs)
+        t = time.perf_counter()
+        floor_pass(model, x, bs)
+        return time.perf_counter() - t
+    return min(FLOOR_BATCHES, key=seconds)
 
 
 class Ours:
@@ -181,34 +168,50 @@ class Baseline:
 
 
 def bench(label: str, spec: dict, data: str, n_images: int, n_points: int) -> Row:
-    """Time floor, baseline and ours (NCHW, channels-last) on one model; check the losses agree."""
+    """Time floor, baseline and ours (NCHW, channels-last) on one model; check the losses agree.
+
+    The methods take turns point by point, so load from other processes falls on all of them
+    alike; each rate is that of its fastest timed point (other processes only ever add time).
+    Point 0 is an untimed warm-up (oneDNN builds per-shape primitives once; a long run
+    amortises that)."""
     c, hw = SHAPES[data]
     g = torch.Generator().manual_seed(1)
     x = torch.randn(n_images, c, hw, hw, generator=g)
     y = torch.randint(0, 10, (n_images,), generator=g)
     model = make_model(spec, c, hw)
     dirs = directions([p.detach() for p in model.parameters()])
-    pts = (torch.rand(n_points + 1, 2, generator=g) - 0.5).tolist()  # first one: warm-up
-    log = lambda msg: print(f"[{label} {data}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-
-    bs, floor = floor_rate(copy.deepcopy(model), x, n_points)
-    log(f"floor {floor:.3f} passes/s at batch {bs}")
+    pts = (torch.rand(n_points + 1, 2, generator=g) - 0.5).tolist()
+    floor_model = copy.deepcopy(model)
+    bs = best_batch(floor_model, x)
     base = Baseline(copy.deepcopy(model), dirs, x, y)
-    baseline, ref = timed_points(base.loss, pts)
-    log(f"baseline {baseline:.3f} points/s")
-    rates, worst, pairs = [], 0.0, 0
-    for cl in (False, True):
-        ours = Ours(copy.deepcopy(model), dirs, cl)
-        pairs = len(ours.net.folded_pairs)
-        xs = x.contiguous(memory_format=torch.channels_last) if cl else x
-        rate, got = timed_points(lambda a, b: ours.loss(a, b, xs, y, bs), pts)
-        for (lo, _), (lr, _) in zip(got, ref):
-            worst = max(worst, abs(lo - lr) / abs(lr))
-        assert worst < TOL, f"{label}: ours and baseline losses differ by {worst:.2e} (relative)"
-        rates.append(rate)
-        log(f"ours {'channels_last' if cl else 'NCHW'} {rates[-1]:.3f} points/s")
+    ours = [Ours(copy.deepcopy(model), dirs, cl) for cl in (False, True)]
+    xcl = x.contiguous(memory_format=torch.channels_last)  # once: the data never changes
+    methods: dict[str, Callable[[float, float], tuple[float, float] | None]] = {
+        "floor": lambda a, b: floor_pass(floor_model, x, bs),
+        "baseline": base.loss,
+        "ours NCHW": lambda a, b: ours[0].loss(a, b, x, y, bs),
+        "ours channels_last": lambda a, b: ours[1].loss(a, b, xcl, y, bs),
+    }
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    worst = 0.0
+    for i, (a, b) in enumerate(pts):
+        res = {}
+        for name, fn in methods.items():
+            t = time.perf_counter()
+            res[name] = fn(a, b)
+            if i:
+                times[name].append(time.perf_counter() - t)
+        ref = res["baseline"][0]
+        for name in ("ours NCHW", "ours channels_last"):
+            diff = abs(res[name][0] - ref) / abs(ref)
+            assert diff < TOL, f"{label}: {name} loss {res[name][0]} != baseline {ref} at {(a, b)}"
+            worst = max(worst, diff)
+    rate = {k: 1.0 / min(v) for k, v in times.items()}
+    print(f"[{label} {data}] batch {bs}: " + ", ".join(f"{k} {v:.3f}/s" for k, v in rate.items()),
+          file=sys.stderr, flush=True)
     return Row(label, f"{data} {c}x{hw}x{hw} x{n_images}", sum(p.numel() for p in model.parameters()),
-               pairs, bs, floor, baseline, rates[0], rates[1], worst)
+               len(ours[0].net.folded_pairs), bs, rate["floor"], rate["baseline"], rate["ours NCHW"],
+               rate["ours channels_last"], worst)
 
 
 def table(rows: list[Row], header: str) -> str:
@@ -235,12 +238,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="also write the markdown table to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
     rows = [bench(label, spec, data, args.images if data == "cifar" else args.digits_images, args.points)
             for label, spec, data in WORKLOADS]
+    load = os.getloadavg()[0]
     header = (f"torch {torch.__version__}, {args.threads} threads; rates are the fastest of "
               f"{args.points} timed points (or passes) after a warm-up; digits models at width_scale "
-              f"0.5; total {time.perf_counter() - t0:.0f} s")
+              f"0.5; total {time.perf_counter() - t0:.0f} s; 1-min load average {load0:.1f} at start, "
+              f"{load:.1f} at end")
     text = table(rows, header)
     print(text)
     if args.out:

@@ -89,6 +89,12 @@ def test_pipeline_computes_surfaces_interpolation_and_sharpness(built):
     assert curve["xcoordinates"].tolist() == pytest.approx([-0.5, 0.0, 0.5, 1.0, 1.5])
     small = pd.read_csv(out / "train" / "vgg9_sgd_bs128_wd0" / "history.tsv", sep="\t")
     assert curve["test_loss"][1] == pytest.approx(small.test_loss.iloc[-1], rel=1e-4), "alpha = 0 is the small-batch net"
+    pca = read_surface(out / "trajectory" / "vgg9_sgd_bs128_wd0" / "pca.h5")
+    shares = pca["attrs"]["explained_variance_ratio"]
+    assert len(pca["epochs"]) == 3 and 0 < shares[1] <= shares[0] <= 1
+    assert pca["path_x"][-1] == pca["path_y"][-1] == 0.0, "the path ends at the final weights"
+    path_plane = read_surface(out / "surface" / "vgg9_sgd_bs128_wd0" / "pca.h5")
+    assert path_plane["xcoordinates"].min() < pca["path_x"].min() and path_plane["xcoordinates"].max() > pca["path_x"].max()
     table = pd.read_csv(out / "sharpness.tsv", sep="\t")
     assert len(table) == 7 and set(table.run) == set(RUNS)
     assert {"curvature", "flat_width", "flat_area", "test_error"} <= set(table.columns)
@@ -116,7 +122,7 @@ def test_changing_one_runs_recipe_reruns_only_that_branch(built, tmp_path):
     jobs = planned_jobs(result)
     assert {run for _, run in jobs} == {"resnet20"}, "no other run's branch reruns"
     assert sorted(rule for rule, _ in jobs) == sorted(
-        ["train", "weights", "directions", "directions", "surface", "surface", "surface_shard", "surface_shard"]
+        ["train", "weights", "directions", "surface", "surface", "surface_shard", "surface_shard"]
     )
 
 

@@ -146,6 +146,8 @@ def _check_landscape(config: dict) -> None:
     named = [(f"landscape.planes.{p}.runs", r) for p, s in landscape["planes"].items() for r in s.get("runs", [])]
     named += [(f"landscape.interpolations.{i}.{end}", pair[end])
               for i, pair in landscape["interpolations"].items() for end in "ab"]
+    if PCA_PLANE in landscape["planes"]:
+        raise ConfigError(f"config: 'landscape.planes.{PCA_PLANE}' is reserved for the trajectory plane; rename it.")
     for key, run in named:
         if run not in config["runs"]:
             hint = difflib.get_close_matches(run, config["runs"], n=1)
@@ -219,8 +221,18 @@ def planes_for(config: dict, run: str) -> list[str]:
     return [name for name, plane in planes.items() if "runs" not in plane or run in plane["runs"]]
 
 
+PCA_PLANE = "pca"  # the plane of a run's optimiser path (appendix B)
+
+
+def trajectory_runs(config: dict) -> list[str]:
+    """Runs whose optimiser path is analysed (checkpointed every epoch)."""
+    return [run for run in selected_runs(config) if config["runs"][run]["trajectory"]]
+
+
 def plane_settings(config: dict, plane: str) -> dict:
     """What defines a plane's directions."""
+    if plane == PCA_PLANE:
+        return {"norm": "pca", "dims": 2, "ignore_biasbn": True}
     spec = config["landscape"]["planes"][plane]
     return {"norm": spec["norm"], "dims": spec["dims"], "ignore_biasbn": config["landscape"]["ignore_biasbn"]}
 
@@ -240,7 +252,7 @@ def evaluation_settings(config: dict) -> dict:
 
 def shard_count(config: dict, plane: str) -> int:
     """2D planes are split into the preset's number of shards; a line is one job."""
-    return preset(config)["landscape"]["shards"] if config["landscape"]["planes"][plane]["dims"] == 2 else 1
+    return preset(config)["landscape"]["shards"] if plane_settings(config, plane)["dims"] == 2 else 1
 
 
 def interpolation_pairs(config: dict) -> dict[str, dict]:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from . import data as datasets
 from . import directions as dirs
-from . import sharpness
-from .checkpoints import load_model
+from . import sharpness, trajectory
+from .checkpoints import list_checkpoints, load_model
 from .io import atomic_path
 from .surface import Evaluator, compute_shard, gather, make_grid, read_surface, tensor_batches
 from .train import resolve_device
@@ -36,19 +37,32 @@ def eval_data(recipe: dict, settings: dict, device: torch.device) -> tuple[dict,
     return batches, info
 
 
-def make_directions(checkpoint: str, out: str, plane: dict, seed: int) -> None:
-    """Random directions for one plane of one run: x from `seed`, y (2D) from `seed + 1`."""
+def _channels_last(evaluation: dict, ckpt: dict) -> bool:
+    """NHWC pays on CIFAR-sized images and costs on 8x8 digits (benchmarks/README.md)."""
+    if evaluation["channels_last"] == "auto":
+        return ckpt["model_info"]["image_size"] >= 16
+    return bool(evaluation["channels_last"])
+
+
+def make_directions(checkpoint: str, out: str, norm: str, ignore_biasbn: bool, seed: int) -> None:
+    """The two random directions of a run under one normalisation: x from `seed`, y from `seed + 1`.
+
+    A 1D plot uses x alone, so it is the x-axis of the 2D plot with the same normalisation.
+    """
     model, ckpt = load_model(checkpoint)
     weights = dirs.model_weights(model)
-    made = [dirs.random_direction(weights, seed + axis, plane["norm"], plane["ignore_biasbn"])
-            for axis in range(plane["dims"])]
+    made = [dirs.random_direction(weights, seed + axis, norm, ignore_biasbn) for axis in range(2)]
     dirs.save_directions(out, made, {
-        "run": ckpt["recipe"]["run"], "checkpoint": str(checkpoint), "norm": plane["norm"],
-        "ignore_biasbn": plane["ignore_biasbn"], "seeds": [seed + axis for axis in range(plane["dims"])],
+        "run": ckpt["recipe"]["run"], "checkpoint": str(checkpoint), "norm": norm,
+        "ignore_biasbn": ignore_biasbn, "seeds": [seed, seed + 1],
     })
 
 
-def _grid(plane: dict, grid: dict):
+def _grid(plane: dict, grid: dict, directions_attrs: dict):
+    """The preset's square grid, or the grid stored with PCA directions (it covers the optimiser's path)."""
+    if "grid" in directions_attrs:
+        xmin, xmax, xnum, ymin, ymax, ynum = directions_attrs["grid"]
+        return make_grid(xmin, xmax, int(xnum), ymin, ymax, int(ynum))
     span, n = grid["span"], grid["points_1d"] if plane["dims"] == 1 else grid["points_2d"]
     if plane["dims"] == 1:
         return make_grid(-span, span, n)
@@ -63,12 +77,13 @@ def surface_shard(checkpoint: str, directions: str, out: str, plane: dict, grid:
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev)
     made, attrs = dirs.load_directions(directions, dirs.model_weights(model))
+    made = made[: plane["dims"]]
     batches, data_info = eval_data(ckpt["recipe"], evaluation, dev)
     evaluator = Evaluator(model, made, batches, fold_bn=evaluation["fold_bn"],
-                          channels_last=evaluation["channels_last"])
+                          channels_last=_channels_last(evaluation, ckpt))
     settings = {"checkpoint": str(checkpoint), "directions": dict(attrs, version=None), "plane": plane,
                 "grid": grid, "evaluation": evaluation, "data": data_info}
-    compute_shard(evaluator, _grid(plane, grid), shard, n_shards, out, settings,
+    compute_shard(evaluator, _grid(plane, grid, attrs), shard, n_shards, out, settings,
                   desc=f"surface {ckpt['recipe']['run']} {Path(directions).stem} shard {shard + 1}/{n_shards}")
 
 
@@ -82,9 +97,9 @@ def surface(shards: list[str], checkpoint: str, directions: str, out: str, plane
         shards = [str(points)]
     _, attrs = dirs.load_directions(directions)
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    gather(shards, _grid(plane, grid), out, {
+    gather(shards, _grid(plane, grid, attrs), out, {
         "run": ckpt["recipe"]["run"], "checkpoint": str(checkpoint), "epoch": ckpt["epoch"],
-        "directions": str(directions), "seeds": attrs["seeds"], "norm": attrs["norm"],
+        "directions": str(directions), "seeds": attrs["seeds"][: plane["dims"]], "norm": attrs["norm"],
         "ignore_biasbn": attrs["ignore_biasbn"], "train_subset": evaluation.get("train_subset") or 0,
         "subset_seed": evaluation["subset_seed"], "batchnorm": "eval mode, stored running statistics",
     })
@@ -105,7 +120,7 @@ def interpolate(checkpoint_a: str, checkpoint_b: str, out: str, settings: dict, 
     direction = {n: state_b[n] - state_a[n] for n in moving}
     batches, data_info = eval_data(ckpt_a["recipe"], evaluation, dev)
     evaluator = Evaluator(model_a, [direction], batches, fold_bn=evaluation["fold_bn"],
-                          channels_last=evaluation["channels_last"])
+                          channels_last=_channels_last(evaluation, ckpt_a))
     grid = make_grid(settings["min"], settings["max"], settings["points"])
     run_a, run_b = ckpt_a["recipe"]["run"], ckpt_b["recipe"]["run"]
     points = Path(out).with_name(Path(out).name + ".points")  # resumable, merged into `out` below
@@ -116,6 +131,29 @@ def interpolate(checkpoint_a: str, checkpoint_b: str, out: str, settings: dict, 
                               "checkpoint_b": str(checkpoint_b), "interpolated": "parameters and BatchNorm running statistics",
                               "train_subset": evaluation.get("train_subset") or 0})
     points.unlink()
+
+
+def trajectory_pca(final: str, directions: str, out: str, margin: float, points: int) -> None:
+    """Appendix B: PCA of a run's checkpoints, the path on the PCA plane and on two random directions."""
+    model, ckpt = load_model(final)
+    names = [n for n, _ in model.named_parameters()]
+    checkpoints = list_checkpoints(Path(final).parent)
+    if len(checkpoints) < 3:
+        raise ValueError(f"{Path(final).parent}: a trajectory needs checkpoints of every epoch; found {len(checkpoints)}. "
+                         "Set `trajectory: true` for the run in config.yaml and retrain it.")
+    rows, _, epochs = trajectory.path_matrix(checkpoints, names)
+    components, shares = trajectory.pca_directions(rows)
+    coords = trajectory.project(rows, components)
+    random_dirs, _ = dirs.load_directions(directions, dirs.model_weights(model))
+    flat_random = np.stack([trajectory._flatten(d, names) for d in random_dirs[:2]])
+    random_coords = trajectory.project(rows, flat_random)
+    template = dict(model.named_parameters())
+    trajectory.write_pca(out, components, shares, coords, random_coords, epochs,
+                         trajectory.plane_range(coords, margin, points), template, names,
+                         {"run": ckpt["recipe"]["run"], "checkpoints": len(checkpoints),
+                          "random_directions": str(directions)})
+    print(f"PCA of {len(checkpoints)} checkpoints: the first two components hold "
+          f"{100 * shares[0]:.1f} % and {100 * shares[1]:.1f} % of the variation", flush=True)
 
 
 def sharpness_table(surfaces: list[str], histories: list[str], out: str, threshold: float) -> pd.DataFrame:

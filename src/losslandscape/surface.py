@@ -158,12 +158,16 @@ def compute_shard(
     out_path: str | Path,
     settings: dict,
     desc: str = "surface",
+    metrics: Sequence[str] = METRICS,
 ) -> None:
-    """Evaluate one shard's points, resuming from its journal, and write the shard's HDF5 file."""
+    """Evaluate one shard's points, resuming from its journal, and write the shard's HDF5 file.
+
+    `evaluator(coords)` returns a dict holding at least `metrics` (floats; NaN and inf are kept).
+    """
     out_path = Path(out_path)
     journal = out_path.with_name(out_path.name + ".journal")
-    key = recipe_hash(settings)
-    done = _read_journal(journal, key)
+    key = recipe_hash({"settings": settings, "metrics": list(metrics)})
+    done = _read_journal(journal, key, metrics)
     todo = [k for k in shard_points(grid, shard, n_shards) if k not in done]
     progress = Progress(len(done) + len(todo), desc, "points", initial=len(done))
     if done:
@@ -174,20 +178,20 @@ def compute_shard(
         for k in todo:
             values = evaluator(grid.coords(k))
             done[k] = values
-            fh.write("\t".join([str(k)] + [repr(float(values[m])) for m in METRICS]) + "\n")
+            fh.write("\t".join([str(k)] + [repr(float(values[m])) for m in metrics]) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-            progress.update(train_loss=f"{values['train_loss']:.4g}")
+            progress.update(**{metrics[0]: f"{values[metrics[0]]:.4g}"})
     indices = np.array(sorted(done), dtype=np.int64)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("indices", data=indices)
-        for m in METRICS:
+        for m in metrics:
             f.create_dataset(m, data=np.array([done[k][m] for k in indices], dtype=np.float64))
-        f.attrs.update(settings_hash=key, shard=shard, n_shards=n_shards)
+        f.attrs.update(settings_hash=key, shard=shard, n_shards=n_shards, metrics=list(metrics))
     journal.unlink()
 
 
-def _read_journal(journal: Path, key: str) -> dict[int, dict[str, float]]:
+def _read_journal(journal: Path, key: str, metrics: Sequence[str]) -> dict[int, dict[str, float]]:
     """Points finished by an earlier attempt with the same settings (a torn last line is dropped)."""
     if not journal.exists():
         return {}
@@ -198,14 +202,14 @@ def _read_journal(journal: Path, key: str) -> dict[int, dict[str, float]]:
     done = {}
     for line in lines[1:-1]:  # the text after the last newline is an unfinished line
         fields = line.split("\t")
-        if len(fields) == 1 + len(METRICS):
-            done[int(fields[0])] = dict(zip(METRICS, map(float, fields[1:])))
+        if len(fields) == 1 + len(metrics):
+            done[int(fields[0])] = dict(zip(metrics, map(float, fields[1:])))
     return done
 
 
 def gather(shard_paths: Sequence[str | Path], grid: Grid, out_path: str | Path, attrs: dict) -> dict[str, np.ndarray]:
     """Merge shard files into one surface file in the reference tool's layout, Z[iy, ix]."""
-    values = {m: np.full(grid.size, np.nan) for m in METRICS}
+    values: dict[str, np.ndarray] = {}
     seen = np.zeros(grid.size, dtype=bool)
     keys = set()
     for path in shard_paths:
@@ -213,8 +217,8 @@ def gather(shard_paths: Sequence[str | Path], grid: Grid, out_path: str | Path, 
             keys.add(f.attrs["settings_hash"])
             idx = f["indices"][()]
             seen[idx] = True
-            for m in METRICS:
-                values[m][idx] = f[m][()]
+            for m in f.attrs["metrics"]:
+                values.setdefault(m, np.full(grid.size, np.nan))[idx] = f[m][()]
     if len(keys) > 1:
         raise ValueError(f"shards {list(map(str, shard_paths))} were computed with different settings; rerun them.")
     if not seen.all():
@@ -229,8 +233,8 @@ def write_surface(path: str | Path, grid: Grid, surface: dict[str, np.ndarray], 
 
     Points where the loss is not finite are kept as inf/NaN and flagged in `nonfinite`.
     """
-    losses = [v for k, v in surface.items() if k.endswith("_loss")]
-    nonfinite = np.logical_or.reduce([~np.isfinite(v) for v in losses])
+    checked = [v for k, v in surface.items() if k.endswith("_loss") or k.endswith("_eig")] or list(surface.values())
+    nonfinite = np.logical_or.reduce([~np.isfinite(v) for v in checked])
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("xcoordinates", data=grid.x)
         if grid.y is not None:
@@ -249,7 +253,7 @@ def write_surface(path: str | Path, grid: Grid, surface: dict[str, np.ndarray], 
 def read_surface(path: str | Path) -> dict:
     """A surface file as a dict of arrays plus `attrs`."""
     with h5py.File(path, "r") as f:
-        surface = {name: f[name][()] for name in f}
+        surface = {name: f[name][()] for name in f if isinstance(f[name], h5py.Dataset)}
         surface["attrs"] = dict(f.attrs)
     return surface
 

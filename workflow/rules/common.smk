@@ -21,6 +21,7 @@ STAGE_MODULES = {
     "directions": ["directions.py", "jobs.py", "checkpoints.py", "models", "io.py"],
     "surface": ["surface.py", "fold.py", "jobs.py", "checkpoints.py", "models", "data.py", "io.py"],
     "sharpness": ["sharpness.py", "jobs.py", "io.py"],
+    "trajectory": ["trajectory.py", "jobs.py", "directions.py", "checkpoints.py", "models", "io.py"],
 }
 
 
@@ -30,8 +31,9 @@ def _alternatives(names):
 
 wildcard_constraints:
     run=_alternatives(config["runs"]),
-    plane=_alternatives(config["landscape"]["planes"]) or "no-plane",
+    plane=_alternatives([*config["landscape"]["planes"], cfg.PCA_PLANE]),
     pair=_alternatives(config["landscape"]["interpolations"]) or "no-pair",
+    norm="filter|layer|none",
     shard=r"\d+",
     n=r"\d+",
 
@@ -61,6 +63,13 @@ def uses_gpu(wildcards=None):
     return 1 if config["device"] == "cuda" else 0
 
 
+def plane_directions(wildcards):
+    """A plane's directions: those of its run under its normalisation (1D planes use x only)."""
+    if wildcards.plane == cfg.PCA_PLANE:
+        return f"{OUT}/trajectory/{wildcards.run}/pca.h5"
+    return f"{OUT}/directions/{wildcards.run}/{config['landscape']['planes'][wildcards.plane]['norm']}.h5"
+
+
 def surface_shards(wildcards):
     """Shard files of a plane; none when one job computes the whole plane."""
     n = cfg.shard_count(config, wildcards.plane)
@@ -71,6 +80,11 @@ def surface_shards(wildcards):
 
 def all_surfaces(wildcards=None):
     return [f"{OUT}/surface/{run}/{plane}.h5" for run in RUNS for plane in cfg.planes_for(config, run)]
+
+
+def all_trajectories(wildcards=None):
+    runs = cfg.trajectory_runs(config)
+    return [f"{OUT}/trajectory/{run}/pca.h5" for run in runs] + [f"{OUT}/surface/{run}/pca.h5" for run in runs]
 
 
 def all_interpolations(wildcards=None):

@@ -5,15 +5,15 @@ rule directions:
     input:
         checkpoint=f"{OUT}/train/{{run}}/final.pt",
     output:
-        f"{OUT}/directions/{{run}}/{{plane}}.h5",
+        f"{OUT}/directions/{{run}}/{{norm}}.h5",
     params:
-        plane=lambda w: cfg.plane_settings(config, w.plane),
+        ignore_biasbn=config["landscape"]["ignore_biasbn"],
         seed=config["landscape"]["seed"],
         code=code_version("directions"),
     log:
-        f"{LOGS}/directions/{{run}}/{{plane}}.log",
+        f"{LOGS}/directions/{{run}}/{{norm}}.log",
     benchmark:
-        f"{OUT}/benchmarks/directions/{{run}}/{{plane}}.tsv"
+        f"{OUT}/benchmarks/directions/{{run}}/{{norm}}.tsv"
     conda:
         "../../envs/torch-cpu.yaml"
     script:
@@ -23,7 +23,7 @@ rule directions:
 rule surface_shard:
     input:
         checkpoint=f"{OUT}/train/{{run}}/final.pt",
-        directions=f"{OUT}/directions/{{run}}/{{plane}}.h5",
+        directions=plane_directions,
     output:
         f"{OUT}/surface/{{run}}/{{plane}}/shard-{{shard}}-of-{{n}}.h5",
     params:
@@ -50,7 +50,7 @@ rule surface:
     input:
         shards=surface_shards,
         checkpoint=f"{OUT}/train/{{run}}/final.pt",
-        directions=f"{OUT}/directions/{{run}}/{{plane}}.h5",
+        directions=plane_directions,
     output:
         f"{OUT}/surface/{{run}}/{{plane}}.h5",
     params:

@@ -1,0 +1,195 @@
+"""Extreme eigenvalues of the loss Hessian over a plane in weight space (Section 7 of the paper).
+
+The paper measures non-convexity by |λ_min / λ_max| of the Hessian at every grid point of a
+random-direction plot: a convex-looking surface should have a negligible negative curvature
+there. The Hessian is never formed: ARPACK's Lanczos (``scipy.sparse.linalg.eigsh``) only needs
+Hessian-vector products, each one a double backward pass over the data.
+
+Conventions, and where they differ from the reference tool (loss-landscape's ``hess_vec_prod.py``):
+
+* the Hessian is that of the *mean* loss over all the data, whatever the batching; the reference
+  sums per-batch mean losses, so its eigenvalues are about (number of batches) times larger and
+  depend on the batch size;
+* "weights" are the parameters with more than one dimension, as in the reference (conv and
+  linear weights; no biases, no BatchNorm affine parameters), and BatchNorm uses its running
+  statistics (eval mode);
+* an eigenvalue whose Lanczos iteration does not converge is NaN with a ``*_converged`` flag of
+  0, never the unconverged Ritz value, so a plot shows a hole rather than a wrong number.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from torch import Tensor, nn
+
+from .surface import Batches
+
+HESSIAN_METRICS = ("max_eig", "min_eig", "ratio", "max_converged", "min_converged")
+
+#: The reference's shift for λ_min: every eigenvalue of H − sI below −0.49·λ_max outweighs the top one.
+SHIFT = 0.51
+
+
+def hessian_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Parameters with more than one dimension: the paper's (and the reference's) "weights"."""
+    return [(name, p) for name, p in model.named_parameters() if p.dim() > 1]
+
+
+class HVPOperator(LinearOperator):
+    """v ↦ H v for the mean loss over `batches`, as a float64 operator for ARPACK.
+
+    Each product is one pass over the data: per batch, the gradient of the batch's summed loss
+    with ``create_graph=True``, then the gradient of <g, v>; the per-batch products are summed on
+    the model's device and divided by the number of samples once. The vector crosses to the device
+    once per product (in the weights' dtype, float32 for a normal model) and back once.
+    ``products`` counts the products, for benchmarks.
+    """
+
+    def __init__(self, model: nn.Module, batches: Batches, loss_fn: Callable = F.cross_entropy):
+        self.model = model.eval()
+        self.names, self.weights = (list(t) for t in zip(*hessian_weights(model)))
+        self.sizes = [p.numel() for p in self.weights]
+        self.batches, self.loss_fn = batches, loss_fn
+        self.products = 0
+        n = sum(self.sizes)
+        super().__init__(dtype=np.dtype(np.float64), shape=(n, n))
+
+    def _matvec(self, v: np.ndarray) -> np.ndarray:
+        self.products += 1
+        w0 = self.weights[0]
+        flat = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(-1)).to(w0.device, w0.dtype)
+        vs = [u.view_as(p) for u, p in zip(flat.split(self.sizes), self.weights)]
+        total: list[Tensor] | None = None
+        count = 0
+        with torch.enable_grad():
+            for x, y in self.batches():
+                loss = self.loss_fn(self.model(x), y) * len(y)  # the batch's sum: batches may differ in size
+                grads = torch.autograd.grad(loss, self.weights, create_graph=True)
+                dot = torch.stack([(g * u).sum() for g, u in zip(grads, vs)]).sum()
+                hv = torch.autograd.grad(dot, self.weights)
+                if total is None:
+                    total = list(hv)
+                else:
+                    torch._foreach_add_(total, hv)
+                count += len(y)
+        if total is None:
+            raise ValueError("the Hessian needs data: `batches()` yielded no batch")
+        out = torch.cat([t.reshape(-1) for t in total]).div_(count)
+        return out.to("cpu", torch.float64).numpy()
+
+    def _rmatvec(self, v: np.ndarray) -> np.ndarray:
+        return self._matvec(v)  # the Hessian is symmetric
+
+
+def hvp_operator(model: nn.Module, batches: Batches, loss_fn: Callable = F.cross_entropy) -> HVPOperator:
+    """The Hessian of the mean loss w.r.t. `hessian_weights(model)`, at the model's current weights."""
+    return HVPOperator(model, batches, loss_fn)
+
+
+def _lanczos(op: LinearOperator, which: str, tol: float, maxiter: int | None, v0) -> tuple[float, np.ndarray | None]:
+    """One extreme eigenpair, or (NaN, None) when ARPACK does not converge."""
+    try:
+        vals, vecs = eigsh(op, k=1, which=which, tol=tol, maxiter=maxiter, v0=v0)
+    except ArpackNoConvergence:
+        return math.nan, None
+    return float(vals[0]), vecs[:, 0]
+
+
+def extreme_eigenvalues(op: LinearOperator, tol: float = 1e-3, maxiter: int | None = None, v0=None) -> dict:
+    """λ_max and λ_min of a symmetric operator by Lanczos, and |λ_min / λ_max|.
+
+    λ_max uses ``which="LA"`` rather than the reference's "LM": the two converge alike when the
+    positive end dominates the spectrum (near a minimiser), but far from it a negative eigenvalue
+    can be the largest in magnitude, and "LM" would then report it as λ_max and make the shift
+    below negative. λ_min is the reference's: largest magnitude of H − sI with s = 0.51·λ_max,
+    plus s; Lanczos finds extreme eigenvalues of the *largest* magnitude fastest, and after the
+    shift the negative end is the larger whenever λ_min < 0.02·λ_max. If instead the shifted
+    result comes out positive (all eigenvalues above 0.02·λ_max) or λ_max is not positive, λ_min
+    comes from ``which="SA"`` on H itself.
+
+    `v0` is a start vector for λ_max, or a pair (for λ_max, for λ_min), e.g. the previous grid
+    point's eigenvectors; one vector is never reused for λ_min, since a Krylov space grown from
+    (nearly) the top eigenvector barely reaches the bottom one.
+    """
+    v_max, v_min = v0 if isinstance(v0, tuple) else (v0, None)
+    lam_max, vec_max = _lanczos(op, "LA", tol, maxiter, v_max)
+    val = math.nan
+    if lam_max > 0:
+        s = SHIFT * lam_max
+        shifted = LinearOperator(op.shape, matvec=lambda v: _shifted(op, v, s), dtype=np.float64)
+        val, vec_min = _lanczos(shifted, "LM", tol, maxiter, v_min)
+        lam_min = val + s
+    if not lam_max > 0 or val > 0:  # no usable shift, or LM found the top end of the spectrum
+        lam_min, vec_min = _lanczos(op, "SA", tol, maxiter, v_min)
+    both = not (math.isnan(lam_min) or math.isnan(lam_max))
+    ratio = abs(lam_min / lam_max) if both and lam_max != 0 else math.nan
+    return {"max_eig": lam_max, "min_eig": lam_min, "ratio": ratio,
+            "max_converged": float(not math.isnan(lam_max)), "min_converged": float(not math.isnan(lam_min)),
+            "max_vec": vec_max, "min_vec": vec_min}
+
+
+def _shifted(op: LinearOperator, v: np.ndarray, s: float) -> np.ndarray:
+    """(H − sI) v, with v in ARPACK's shape."""
+    hv = op.matvec(v)
+    return hv - s * np.asarray(v).reshape(hv.shape)
+
+
+class HessianEvaluator:
+    """Eigenvalues of the Hessian at points θ* + αδ + βη of a plane, for ``compute_shard``.
+
+    Like ``surface.Evaluator``, the model's own tensors are overwritten in place at each point (no
+    copy per point) and stay there; ``restore()`` puts the origin back. With `warm_start`, Lanczos
+    starts from the previous point's eigenvectors: neighbouring grid points have similar Hessians,
+    so the start vector already lies close to the wanted eigenvector.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        directions: Sequence[dict[str, Tensor]],
+        batches: Batches,
+        tol: float = 1e-3,
+        maxiter: int | None = None,
+        warm_start: bool = True,
+        loss_fn: Callable = F.cross_entropy,
+    ):
+        self.model = model.eval()
+        live = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        names = list(directions[0])
+        unknown = [n for n in names if n not in live]
+        if unknown:
+            raise ValueError(f"directions name tensors the model does not have: {unknown[:3]}")
+        self.tensors = [live[n] for n in names]
+        self.origin = [t.detach().clone() for t in self.tensors]
+        self.directions = [[d[n].to(t.device, t.dtype) for n, t in zip(names, self.tensors)] for d in directions]
+        self.op = hvp_operator(model, batches, loss_fn)
+        self.tol, self.maxiter, self.warm_start = tol, maxiter, warm_start
+        self.vectors: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+
+    @torch.no_grad()
+    def move_to(self, coords: Sequence[float]) -> None:
+        torch._foreach_copy_(self.tensors, self.origin)
+        for c, direction in zip(coords, self.directions):
+            if c:
+                torch._foreach_add_(self.tensors, direction, alpha=float(c))
+
+    def restore(self) -> None:
+        self.move_to([0.0] * len(self.directions))
+
+    def __call__(self, coords: Sequence[float]) -> dict[str, float]:
+        """``HESSIAN_METRICS`` at the point `coords` (the model is left there)."""
+        self.move_to(coords)
+        result = extreme_eigenvalues(self.op, self.tol, self.maxiter, self.vectors if self.warm_start else None)
+        if self.warm_start:  # keep the last converged vector when this point's did not converge
+            self.vectors = (_first(result["max_vec"], self.vectors[0]), _first(result["min_vec"], self.vectors[1]))
+        return {m: float(result[m]) for m in HESSIAN_METRICS}
+
+
+def _first(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return a if a is not None else b
