@@ -6,9 +6,9 @@ in one process, on the same random data and the same points:
 
 * floor: the bare eager forward pass of the unmodified model, inference mode, at the best of a
   few batch sizes; a point can never cost less than one such data pass;
-* ours: write θ*+αδ+βη into one flat vector the parameters are views of (two kernels),
+* ours: the pipeline's ``surface.Evaluator``: θ*+αδ+βη written in place with ``_foreach`` ops,
   ``FoldedNetwork.refresh()``, forward at the floor's batch size, loss summed on the device;
-  NCHW and channels-last separately (channels-last data is converted once, outside the loop);
+  NCHW and channels-last separately (channels-last data is converted once, as the pipeline does);
 * baseline: the reference tool's way (loss-landscape's ``set_weights`` + ``eval_loss``): a
   ``p.data = w + d`` loop over parameters, a ``DataLoader`` over a ``TensorDataset`` at batch
   128 in NCHW (no workers; the reference also decodes PIL images per sample, which is left out,
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.linalg import vector_norm
 from torch.utils.data import DataLoader, TensorDataset
 
-from losslandscape.fold import FoldedNetwork
+from losslandscape.surface import Evaluator, tensor_batches
 from losslandscape.models import build_model
 
 FLOOR_BATCHES = (128, 256, 512, 1024, 2048)
@@ -116,32 +116,23 @@ def best_batch(model: nn.Module, x: Tensor) -> int:
 
 
 class Ours:
-    """The engine's evaluator: flat in-place weight writes, folded BN, on-device loss sums."""
+    """The pipeline's evaluator itself (losslandscape.surface.Evaluator): in-place weight writes,
+    folded BatchNorm, on-device loss sums, data converted to the memory format once."""
 
-    def __init__(self, model: nn.Module, dirs: list[list[Tensor]], channels_last: bool) -> None:
-        params = list(model.parameters())
-        self.flat = torch.cat([p.detach().reshape(-1) for p in params])
-        offset = 0
-        for p in params:  # every parameter becomes a view of one flat vector
-            p.data = self.flat[offset:offset + p.numel()].view_as(p)
-            offset += p.numel()
-        self.base = self.flat.clone()
-        self.dx, self.dy = (torch.cat([d.reshape(-1) for d in ds]) for ds in dirs)
-        self.net = FoldedNetwork(model, channels_last=channels_last)
+    def __init__(self, model: nn.Module, dirs: list[list[Tensor]], channels_last: bool,
+                 x: Tensor, y: Tensor, bs: int) -> None:
+        names = [n for n, _ in model.named_parameters()]
+        planes = [dict(zip(names, ds)) for ds in dirs]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.evaluator = Evaluator(model, planes, {"data": tensor_batches(x, y, bs)}, fold_bn=True,
+                                   channels_last=channels_last)
+        self.net = self.evaluator.forward
 
-    @torch.inference_mode()
-    def loss(self, a: float, b: float, x: Tensor, y: Tensor, bs: int) -> tuple[float, float]:
+    def loss(self, a: float, b: float) -> tuple[float, float]:
         """Mean loss and accuracy (%) at θ* + aδ + bη."""
-        torch.add(self.base, self.dx, alpha=a, out=self.flat)
-        self.flat.add_(self.dy, alpha=b)
-        self.net.refresh()
-        total = torch.zeros((), dtype=torch.float64)
-        correct = torch.zeros((), dtype=torch.int64)
-        for s in range(0, len(x), bs):
-            out = self.net(x[s:s + bs])
-            total += F.cross_entropy(out, y[s:s + bs], reduction="sum").double()
-            correct += (out.argmax(1) == y[s:s + bs]).sum()
-        return total.item() / len(x), 100.0 * correct.item() / len(x)
+        values = self.evaluator((a, b))
+        return values["data_loss"], values["data_acc"]
 
 
 class Baseline:
@@ -184,13 +175,12 @@ def bench(label: str, spec: dict, data: str, n_images: int, n_points: int) -> Ro
     floor_model = copy.deepcopy(model)
     bs = best_batch(floor_model, x)
     base = Baseline(copy.deepcopy(model), dirs, x, y)
-    ours = [Ours(copy.deepcopy(model), dirs, cl) for cl in (False, True)]
-    xcl = x.contiguous(memory_format=torch.channels_last)  # once: the data never changes
+    ours = [Ours(copy.deepcopy(model), dirs, cl, x, y, bs) for cl in (False, True)]
     methods: dict[str, Callable[[float, float], tuple[float, float] | None]] = {
         "floor": lambda a, b: floor_pass(floor_model, x, bs),
         "baseline": base.loss,
-        "ours NCHW": lambda a, b: ours[0].loss(a, b, x, y, bs),
-        "ours channels_last": lambda a, b: ours[1].loss(a, b, xcl, y, bs),
+        "ours NCHW": ours[0].loss,
+        "ours channels_last": ours[1].loss,
     }
     times: dict[str, list[float]] = {k: [] for k in methods}
     worst = 0.0

@@ -92,16 +92,19 @@ def hvp_operator(model: nn.Module, batches: Batches, loss_fn: Callable = F.cross
     return HVPOperator(model, batches, loss_fn)
 
 
-def _lanczos(op: LinearOperator, which: str, tol: float, maxiter: int | None, v0) -> tuple[float, np.ndarray | None]:
+def _lanczos(op: LinearOperator, which: str, tol: float, maxiter: int | None, v0, ncv: int | None
+             ) -> tuple[float, np.ndarray | None]:
     """One extreme eigenpair, or (NaN, None) when ARPACK does not converge."""
     try:
-        vals, vecs = eigsh(op, k=1, which=which, tol=tol, maxiter=maxiter, v0=v0)
+        vals, vecs = eigsh(op, k=1, which=which, tol=tol, maxiter=maxiter, v0=v0, ncv=ncv)
     except ArpackNoConvergence:
         return math.nan, None
     return float(vals[0]), vecs[:, 0]
 
 
-def extreme_eigenvalues(op: LinearOperator, tol: float = 1e-3, maxiter: int | None = None, v0=None) -> dict:
+def extreme_eigenvalues(
+    op: LinearOperator, tol: float = 1e-3, maxiter: int | None = None, v0=None, ncv: int | None = None
+) -> dict:
     """λ_max and λ_min of a symmetric operator by Lanczos, and |λ_min / λ_max|.
 
     λ_max uses ``which="LA"`` rather than the reference's "LM": the two converge alike when the
@@ -118,15 +121,15 @@ def extreme_eigenvalues(op: LinearOperator, tol: float = 1e-3, maxiter: int | No
     (nearly) the top eigenvector barely reaches the bottom one.
     """
     v_max, v_min = v0 if isinstance(v0, tuple) else (v0, None)
-    lam_max, vec_max = _lanczos(op, "LA", tol, maxiter, v_max)
+    lam_max, vec_max = _lanczos(op, "LA", tol, maxiter, v_max, ncv)
     val = math.nan
     if lam_max > 0:
         s = SHIFT * lam_max
         shifted = LinearOperator(op.shape, matvec=lambda v: _shifted(op, v, s), dtype=np.float64)
-        val, vec_min = _lanczos(shifted, "LM", tol, maxiter, v_min)
+        val, vec_min = _lanczos(shifted, "LM", tol, maxiter, v_min, ncv)
         lam_min = val + s
     if not lam_max > 0 or val > 0:  # no usable shift, or LM found the top end of the spectrum
-        lam_min, vec_min = _lanczos(op, "SA", tol, maxiter, v_min)
+        lam_min, vec_min = _lanczos(op, "SA", tol, maxiter, v_min, ncv)
     both = not (math.isnan(lam_min) or math.isnan(lam_max))
     ratio = abs(lam_min / lam_max) if both and lam_max != 0 else math.nan
     return {"max_eig": lam_max, "min_eig": lam_min, "ratio": ratio,

@@ -20,7 +20,7 @@ from .surface import Evaluator, compute_shard, gather, make_grid, read_surface, 
 from .train import resolve_device
 
 
-def eval_data(recipe: dict, settings: dict, device: torch.device) -> tuple[dict, dict]:
+def eval_data(recipe: dict, settings: dict, device: torch.device, channels_last: bool = False) -> tuple[dict, dict]:
     """Batches of the training and test splits the surfaces are evaluated on, and their provenance.
 
     The whole training split by default, as in the paper; `train_subset` takes a seeded subset.
@@ -31,7 +31,9 @@ def eval_data(recipe: dict, settings: dict, device: torch.device) -> tuple[dict,
         train = datasets.subset(train, settings["train_subset"], seed=settings["subset_seed"])
     size = settings["eval_batch_size"]
     splits = {"train": train.to(device), "test": data.test.to(device)}
-    batches = {name: tensor_batches(s.images, s.labels, size) for name, s in splits.items()}
+    layout = torch.channels_last if channels_last else torch.contiguous_format  # converted once, not per point
+    batches = {name: tensor_batches(s.images.contiguous(memory_format=layout), s.labels, size)
+               for name, s in splits.items()}
     info = {"dataset": recipe["dataset"], "train_points": len(train), "test_points": len(data.test),
             "train_subset_seed": settings["subset_seed"] if settings.get("train_subset") else None}
     return batches, info
@@ -78,9 +80,9 @@ def surface_shard(checkpoint: str, directions: str, out: str, plane: dict, grid:
     model, ckpt = load_model(checkpoint, dev)
     made, attrs = dirs.load_directions(directions, dirs.model_weights(model))
     made = made[: plane["dims"]]
-    batches, data_info = eval_data(ckpt["recipe"], evaluation, dev)
-    evaluator = Evaluator(model, made, batches, fold_bn=evaluation["fold_bn"],
-                          channels_last=_channels_last(evaluation, ckpt))
+    channels_last = _channels_last(evaluation, ckpt)
+    batches, data_info = eval_data(ckpt["recipe"], evaluation, dev, channels_last)
+    evaluator = Evaluator(model, made, batches, fold_bn=evaluation["fold_bn"], channels_last=channels_last)
     settings = {"checkpoint": str(checkpoint), "directions": dict(attrs, version=None), "plane": plane,
                 "grid": grid, "evaluation": evaluation, "data": data_info}
     compute_shard(evaluator, _grid(plane, grid, attrs), shard, n_shards, out, settings,
@@ -118,9 +120,9 @@ def interpolate(checkpoint_a: str, checkpoint_b: str, out: str, settings: dict, 
     state_a, state_b = model_a.state_dict(), model_b.state_dict()
     moving = [n for n, t in state_a.items() if t.is_floating_point()]  # not BN's integer batch counters
     direction = {n: state_b[n] - state_a[n] for n in moving}
-    batches, data_info = eval_data(ckpt_a["recipe"], evaluation, dev)
-    evaluator = Evaluator(model_a, [direction], batches, fold_bn=evaluation["fold_bn"],
-                          channels_last=_channels_last(evaluation, ckpt_a))
+    channels_last = _channels_last(evaluation, ckpt_a)
+    batches, data_info = eval_data(ckpt_a["recipe"], evaluation, dev, channels_last)
+    evaluator = Evaluator(model_a, [direction], batches, fold_bn=evaluation["fold_bn"], channels_last=channels_last)
     grid = make_grid(settings["min"], settings["max"], settings["points"])
     run_a, run_b = ckpt_a["recipe"]["run"], ckpt_b["recipe"]["run"]
     points = Path(out).with_name(Path(out).name + ".points")  # resumable, merged into `out` below
