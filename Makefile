@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores all $(ARGS)
+	$(BIN)/snakemake --profile profiles/default $(ARGS)
 
 dry-run: $(STAMP)
-	$(BIN)/snakemake --cores all --dry-run $(ARGS)
+	$(BIN)/snakemake --profile profiles/default --dry-run $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -24,6 +24,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/trajectory.smk"
+include: "workflow/rules/hessian.smk"
 
 
 rule all:
@@ -34,5 +35,6 @@ rule all:
         all_surfaces(),
         all_interpolations(),
         all_trajectories(),
+        all_hessians(),
         f"{OUT}/sharpness.tsv",
     default_target: True

@@ -65,3 +65,16 @@ def test_plane_range_covers_the_path_with_a_margin():
     assert grid["xmin"] == pytest.approx(-0.2) and grid["xmax"] == pytest.approx(2.2)
     assert grid["ymin"] == pytest.approx(-1.4) and grid["ymax"] == pytest.approx(3.4)
     assert grid["xnum"] == grid["ynum"] == 7
+
+
+def test_pca_agrees_with_scikit_learn():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(12, 300)) * np.linspace(5, 0.1, 300)
+    rows -= rows[-1]
+    components, shares = pca_directions(rows)
+    reference = PCA(n_components=2).fit(rows)
+    np.testing.assert_allclose(shares, reference.explained_variance_ratio_, rtol=1e-8)
+    for ours, theirs in zip(components, reference.components_):
+        assert abs(abs(ours @ theirs) - 1) < 1e-8, "the same axis up to sign"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -95,6 +96,14 @@ def test_pipeline_computes_surfaces_interpolation_and_sharpness(built):
     assert pca["path_x"][-1] == pca["path_y"][-1] == 0.0, "the path ends at the final weights"
     path_plane = read_surface(out / "surface" / "vgg9_sgd_bs128_wd0" / "pca.h5")
     assert path_plane["xcoordinates"].min() < pca["path_x"].min() and path_plane["xcoordinates"].max() > pca["path_x"].max()
+    eigen = read_surface(out / "hessian" / "resnet20" / "filter-2d.h5")
+    assert eigen["max_eig"].shape == (2, 2), "every other point of the 3 x 3 surface grid"
+    assert eigen["xcoordinates"].tolist() == pytest.approx(plane["xcoordinates"][::2].tolist())
+    converged = eigen["max_converged"] == 1
+    assert np.all(eigen["max_eig"][converged] > 0)
+    assert np.allclose(eigen["ratio"], np.abs(eigen["min_eig"] / eigen["max_eig"]), equal_nan=True)
+    figure = out / "figures" / "trajectory" / "vgg9_sgd_bs128_wd0.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.with_suffix(".pdf").exists()
     table = pd.read_csv(out / "sharpness.tsv", sep="\t")
     assert len(table) == 7 and set(table.run) == set(RUNS)
     assert {"curvature", "flat_width", "flat_area", "test_error"} <= set(table.columns)
@@ -122,7 +131,8 @@ def test_changing_one_runs_recipe_reruns_only_that_branch(built, tmp_path):
     jobs = planned_jobs(result)
     assert {run for _, run in jobs} == {"resnet20"}, "no other run's branch reruns"
     assert sorted(rule for rule, _ in jobs) == sorted(
-        ["train", "weights", "directions", "surface", "surface", "surface_shard", "surface_shard"]
+        ["train", "weights", "directions", "surface", "surface", "surface_shard", "surface_shard",
+         "hessian", "hessian_shard", "hessian_shard"]
     )
 
 

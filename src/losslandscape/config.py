@@ -153,6 +153,13 @@ def _check_landscape(config: dict) -> None:
             hint = difflib.get_close_matches(run, config["runs"], n=1)
             raise ConfigError(f"config: '{key}' names run {run!r}, which is not in 'runs'."
                               + (f" Did you mean {hint[0]!r}?" if hint else ""))
+    named_hessian = [("landscape.hessian.runs", r) for r in landscape["hessian"]["runs"]]
+    for key, run in named_hessian:
+        if run not in config["runs"]:
+            raise ConfigError(f"config: '{key}' names run {run!r}, which is not in 'runs'.")
+    plane = landscape["hessian"]["plane"]
+    if plane not in landscape["planes"] or landscape["planes"][plane]["dims"] != 2:
+        raise ConfigError(f"config: 'landscape.hessian.plane' = {plane!r} must name a 2D plane of 'landscape.planes'.")
     low, high = landscape["interpolation_range"]
     if low >= high:
         raise ConfigError(f"config: 'landscape.interpolation_range' = {[low, high]} must go from low to high.")
@@ -265,3 +272,16 @@ def interpolation_pairs(config: dict) -> dict[str, dict]:
 def interpolation_settings(config: dict) -> dict:
     low, high = config["landscape"]["interpolation_range"]
     return {"min": low, "max": high, "points": preset(config)["landscape"]["interpolation_points"]}
+
+
+def hessian_runs(config: dict) -> list[str]:
+    """Runs that get a Hessian eigen-map (Fig 7)."""
+    return [run for run in config["landscape"]["hessian"]["runs"] if run in selected_runs(config)]
+
+
+def hessian_settings(config: dict) -> dict:
+    """How the eigen-maps are computed: the preset's grid stride and data, the global solver settings."""
+    spec, scale = config["landscape"]["hessian"], preset(config)["hessian"]
+    return {"stride": scale["stride"], "train_subset": scale["train_subset"], "tol": spec["tol"],
+            "maxiter": spec["maxiter"], "warm_start": spec["warm_start"], "batch_size": spec["batch_size"],
+            "subset_seed": config["landscape"]["subset_seed"]}

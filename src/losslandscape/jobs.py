@@ -16,7 +16,7 @@ from . import directions as dirs
 from . import sharpness, trajectory
 from .checkpoints import list_checkpoints, load_model
 from .io import atomic_path
-from .surface import Evaluator, compute_shard, gather, make_grid, read_surface, tensor_batches
+from .surface import Evaluator, Grid, compute_shard, gather, make_grid, read_surface, tensor_batches
 from .train import resolve_device
 
 
@@ -133,6 +133,48 @@ def interpolate(checkpoint_a: str, checkpoint_b: str, out: str, settings: dict, 
                               "checkpoint_b": str(checkpoint_b), "interpolated": "parameters and BatchNorm running statistics",
                               "train_subset": evaluation.get("train_subset") or 0})
     points.unlink()
+
+
+def _hessian_grid(grid: dict, hessian: dict):
+    """The surface's own grid points, every `stride`-th one per axis (1: the same grid)."""
+    full = make_grid(-grid["span"], grid["span"], grid["points_2d"], -grid["span"], grid["span"], grid["points_2d"])
+    return Grid(full.x[:: hessian["stride"]], full.y[:: hessian["stride"]])
+
+
+def hessian_shard(checkpoint: str, directions: str, out: str, grid: dict, hessian: dict, shard: int,
+                  n_shards: int, device: str = "auto", threads: int | None = None) -> None:
+    """Fig 7: extreme Hessian eigenvalues at one shard's points of a run's 2D plane (resumable)."""
+    from .hessian import HESSIAN_METRICS, HessianEvaluator
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    model, ckpt = load_model(checkpoint, dev)
+    made, attrs = dirs.load_directions(directions, dirs.model_weights(model))
+    evaluation = {"train_subset": hessian["train_subset"], "subset_seed": hessian["subset_seed"],
+                  "eval_batch_size": hessian["batch_size"]}
+    batches, data_info = eval_data(ckpt["recipe"], evaluation, dev)
+    evaluator = HessianEvaluator(model, made[:2], batches["train"], tol=hessian["tol"],
+                                 maxiter=hessian["maxiter"], warm_start=hessian["warm_start"])
+    settings = {"checkpoint": str(checkpoint), "directions": dict(attrs, version=None), "grid": grid,
+                "hessian": hessian, "data": data_info}
+    compute_shard(evaluator, _hessian_grid(grid, hessian), shard, n_shards, out, settings,
+                  desc=f"hessian {ckpt['recipe']['run']} shard {shard + 1}/{n_shards}", metrics=HESSIAN_METRICS)
+
+
+def hessian_map(shards: list[str], checkpoint: str, directions: str, out: str, grid: dict, hessian: dict) -> None:
+    """Merge a Hessian map's shards into the surface layout (min_eig, max_eig, ratio, convergence flags)."""
+    _, attrs = dirs.load_directions(directions)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    gather(shards, _hessian_grid(grid, hessian), out, {
+        "run": ckpt["recipe"]["run"], "checkpoint": str(checkpoint), "directions": str(directions),
+        "seeds": attrs["seeds"], "norm": attrs["norm"], "tol": hessian["tol"],
+        "maxiter": hessian["maxiter"] or 0, "train_subset": hessian["train_subset"] or 0,
+        "subset_seed": hessian["subset_seed"],
+        "hessian": "of the mean training loss over the chosen data, w.r.t. weights of 2+ dimensions, "
+                   "BatchNorm in eval mode; eigenvalues by ARPACK (implicitly restarted Lanczos)",
+        "not_converged": "NaN eigenvalue and max_converged/min_converged = 0",
+    })
 
 
 def trajectory_pca(final: str, directions: str, out: str, margin: float, points: int) -> None:

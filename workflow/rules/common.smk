@@ -21,6 +21,8 @@ STAGE_MODULES = {
     "directions": ["directions.py", "jobs.py", "checkpoints.py", "models", "io.py"],
     "surface": ["surface.py", "fold.py", "jobs.py", "checkpoints.py", "models", "data.py", "io.py"],
     "sharpness": ["sharpness.py", "jobs.py", "io.py"],
+    "plots": ["plots.py", "surface.py", "io.py"],
+    "hessian": ["hessian.py", "jobs.py", "surface.py", "checkpoints.py", "models", "data.py", "io.py"],
     "trajectory": ["trajectory.py", "jobs.py", "directions.py", "checkpoints.py", "models", "io.py"],
 }
 
@@ -84,7 +86,12 @@ def all_surfaces(wildcards=None):
 
 def all_trajectories(wildcards=None):
     runs = cfg.trajectory_runs(config)
-    return [f"{OUT}/trajectory/{run}/pca.h5" for run in runs] + [f"{OUT}/surface/{run}/pca.h5" for run in runs]
+    return [f"{OUT}/figures/trajectory/{run}.png" for run in runs]
+
+
+def all_hessians(wildcards=None):
+    plane = config["landscape"]["hessian"]["plane"]
+    return [f"{OUT}/hessian/{run}/{plane}.h5" for run in cfg.hessian_runs(config)]
 
 
 def all_interpolations(wildcards=None):

@@ -20,3 +20,22 @@ rule trajectory_pca:
         "../../envs/torch-cpu.yaml"
     script:
         "../scripts/trajectory.py"
+
+
+rule trajectory_plot:
+    input:
+        pca=f"{OUT}/trajectory/{{run}}/pca.h5",
+        surface=f"{OUT}/surface/{{run}}/pca.h5",
+    output:
+        png=f"{OUT}/figures/trajectory/{{run}}.png",
+        pdf=f"{OUT}/figures/trajectory/{{run}}.pdf",
+    params:
+        code=code_version("plots"),
+    log:
+        f"{LOGS}/figures/trajectory/{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/figures/trajectory/{{run}}.tsv"
+    conda:
+        "../../envs/torch-cpu.yaml"
+    script:
+        "../scripts/trajectory_plot.py"
