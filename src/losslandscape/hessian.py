@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
 
-from .surface import Batches
+from .surface import Batches, PlaneMover
 
 HESSIAN_METRICS = ("max_eig", "min_eig", "ratio", "max_converged", "min_converged")
 
@@ -117,6 +117,8 @@ def hvp_operator(
 def _lanczos(op: LinearOperator, which: str, tol: float, maxiter: int | None, v0, ncv: int | None
              ) -> tuple[float, np.ndarray | None]:
     """One extreme eigenpair, or (NaN, None) when ARPACK does not converge."""
+    if v0 is None:  # ARPACK's own start is random: a seeded one makes every map reproducible
+        v0 = np.random.default_rng(0).standard_normal(op.shape[0])
     try:
         ncv = None if ncv is None else min(ncv, op.shape[0])
         vals, vecs = eigsh(op, k=1, which=which, tol=tol, maxiter=maxiter, v0=v0, ncv=ncv)
@@ -171,7 +173,7 @@ def _shifted(op: LinearOperator, v: np.ndarray, s: float) -> np.ndarray:
     return hv - s * np.asarray(v).reshape(hv.shape)
 
 
-class HessianEvaluator:
+class HessianEvaluator(PlaneMover):
     """Eigenvalues of the Hessian at points θ* + αδ + βη of a plane, for ``compute_shard``.
 
     Like ``surface.Evaluator``, the model's own tensors are overwritten in place at each point (no
@@ -196,28 +198,10 @@ class HessianEvaluator:
         ncv: int | None = 10,
         cache_graph: bool = False,
     ):
-        self.model = model.eval()
-        live = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        names = list(directions[0])
-        unknown = [n for n in names if n not in live]
-        if unknown:
-            raise ValueError(f"directions name tensors the model does not have: {unknown[:3]}")
-        self.tensors = [live[n] for n in names]
-        self.origin = [t.detach().clone() for t in self.tensors]
-        self.directions = [[d[n].to(t.device, t.dtype) for n, t in zip(names, self.tensors)] for d in directions]
+        super().__init__(model, directions)
         self.op = hvp_operator(model, batches, loss_fn, cache_graph)
         self.tol, self.maxiter, self.warm_start, self.ncv = tol, maxiter, warm_start, ncv
         self.vectors: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
-
-    @torch.no_grad()
-    def move_to(self, coords: Sequence[float]) -> None:
-        torch._foreach_copy_(self.tensors, self.origin)
-        for c, direction in zip(coords, self.directions):
-            if c:
-                torch._foreach_add_(self.tensors, direction, alpha=float(c))
-
-    def restore(self) -> None:
-        self.move_to([0.0] * len(self.directions))
 
     def __call__(self, coords: Sequence[float]) -> dict[str, float]:
         """``HESSIAN_METRICS`` at the point `coords` (the model is left there)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -67,13 +68,43 @@ def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int) 
     return lambda: ((images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size))
 
 
-class Evaluator:
-    """Loss and accuracy of `model` moved to the points of a line or plane, over fixed data.
+class PlaneMover:
+    """Moves a model's own tensors to θ(c) = θ₀ + Σ c_k d_k in place (no copy of the model per point).
 
-    The model's own tensors are overwritten in place at every point (no copy of the model per
-    point); `restore()` puts the origin back. The network is in eval mode, BatchNorm using its
-    stored statistics; with `fold_bn` each conv/linear + BatchNorm pair is evaluated as one layer,
-    which is exact in eval mode and roughly halves the work of a CPU forward pass.
+    `directions` name the tensors they move (parameters, and BatchNorm buffers for interpolation);
+    θ₀ is `origin` where given, else the model's current values. `restore()` puts θ₀ back.
+    """
+
+    def __init__(self, model: nn.Module, directions: Sequence[dict[str, torch.Tensor]],
+                 origin: dict[str, torch.Tensor] | None = None):
+        self.model = model.eval()
+        live = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        names = list(directions[0])
+        unknown = [n for n in names if n not in live]
+        if unknown:
+            raise ValueError(f"directions name tensors the model does not have: {unknown[:3]}")
+        self.tensors = [live[n] for n in names]
+        self.origin = [(origin or {}).get(n, live[n]).detach().to(live[n].device).clone() for n in names]
+        self.directions = [[d[n].to(device=live[n].device, dtype=live[n].dtype) for n in names] for d in directions]
+
+    @torch.no_grad()
+    def move_to(self, coords: Sequence[float]) -> None:
+        torch._foreach_copy_(self.tensors, self.origin)
+        for c, direction in zip(coords, self.directions):
+            if c:
+                torch._foreach_add_(self.tensors, direction, alpha=float(c))
+
+    def restore(self) -> None:
+        self.move_to([0.0] * len(self.directions))
+
+
+class Evaluator(PlaneMover):
+    """Loss and accuracy of `model` at the points of a line or plane, over fixed data.
+
+    The network is in eval mode, BatchNorm using its stored statistics; with `fold_bn` each
+    conv/linear + BatchNorm pair is evaluated as one layer, which is exact in eval mode and
+    cuts the work of a CPU forward pass (benchmarks/README.md). A model that torch.fx cannot
+    trace is evaluated unfolded.
     """
 
     def __init__(
@@ -86,35 +117,21 @@ class Evaluator:
         fold_bn: bool = True,
         channels_last: bool = False,
     ):
-        self.model = model.eval()
-        live = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        names = list(directions[0])
-        unknown = [n for n in names if n not in live]
-        if unknown:
-            raise ValueError(f"directions name tensors the model does not have: {unknown[:3]}")
-        device = next(model.parameters()).device
-        self.tensors = [live[n] for n in names]
-        self.origin = [(origin or {}).get(n, live[n]).detach().to(device).clone() for n in names]
-        self.directions = [[d[n].to(device=device, dtype=live[n].dtype) for n in names] for d in directions]
-        self.data, self.loss_fn = data, loss_fn
+        super().__init__(model, directions, origin)
+        self.data, self.loss_fn, self.channels_last = data, loss_fn, channels_last
         self.forward = model
         if fold_bn:
             from .fold import FoldedNetwork
 
-            self.forward = FoldedNetwork(model, channels_last=channels_last)
-        self.channels_last = channels_last
+            try:
+                self.forward = FoldedNetwork(model, channels_last=channels_last)
+            except Exception as exc:  # torch.fx cannot trace every user model (data-dependent control flow)
+                warnings.warn(f"evaluating without folding BatchNorm: the model could not be traced ({exc})")
 
-    @torch.inference_mode()
     def move_to(self, coords: Sequence[float]) -> None:
-        torch._foreach_copy_(self.tensors, self.origin)
-        for c, direction in zip(coords, self.directions):
-            if c:
-                torch._foreach_add_(self.tensors, direction, alpha=float(c))
+        super().move_to(coords)
         if hasattr(self.forward, "refresh"):
             self.forward.refresh()
-
-    def restore(self) -> None:
-        self.move_to([0.0] * len(self.directions))
 
     @torch.inference_mode()
     def __call__(self, coords: Sequence[float]) -> dict[str, float]:
@@ -122,8 +139,7 @@ class Evaluator:
         self.move_to(coords)
         result = {}
         for split, batches in self.data.items():
-            loss_sum, correct, count = 0.0, 0, 0
-            sums = []
+            sums, count = [], 0
             for x, y in batches():
                 if self.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
