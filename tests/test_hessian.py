@@ -213,6 +213,10 @@ def test_evaluator_works_with_compute_shard(data, tmp_path):
     assert np.all(values["max_converged"] == 1.0) and np.all(values["min_converged"] == 1.0)
     assert np.all(values["max_eig"] > 0) and np.all(values["min_eig"] <= values["max_eig"])
     np.testing.assert_allclose(values["ratio"], np.abs(values["min_eig"] / values["max_eig"]))
+    # the cached graph followed every move: each point matches a fresh, uncached evaluation there
+    fresh = HessianEvaluator(small_net(), directions_for(net, 5), batches(data), warm_start=False)
+    for k in (0, 5):
+        assert fresh(grid.coords(k))["max_eig"] == pytest.approx(values["max_eig"][k], rel=1e-3)
 
 
 def test_cold_start_is_reproducible():
