@@ -189,7 +189,7 @@ def trajectory_pca(final: str, directions: str, out: str, margin: float, points:
     components, shares = trajectory.pca_directions(rows)
     coords = trajectory.project(rows, components)
     random_dirs, _ = dirs.load_directions(directions, dirs.model_weights(model))
-    flat_random = np.stack([trajectory._flatten(d, names) for d in random_dirs[:2]])
+    flat_random = np.stack([trajectory.flatten_weights(d, names) for d in random_dirs[:2]])
     random_coords = trajectory.project(rows, flat_random)
     template = dict(model.named_parameters())
     trajectory.write_pca(out, components, shares, coords, random_coords, epochs,

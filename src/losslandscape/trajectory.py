@@ -17,7 +17,7 @@ from . import __version__
 from .io import atomic_path, load_torch
 
 
-def _flatten(state: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
+def flatten_weights(state: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
     """The parameters `names` as one vector, with one-dimensional tensors (bias, BN) zeroed."""
     parts = [state[n].detach().double().reshape(-1) * (1.0 if state[n].dim() > 1 else 0.0) for n in names]
     return torch.cat(parts).numpy()
@@ -26,8 +26,8 @@ def _flatten(state: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
 def path_matrix(checkpoints: list[str | Path], names: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Rows θ_i − θ_n over the checkpoints, the final weights θ_n, and the epochs."""
     states = [load_torch(path) for path in checkpoints]
-    final = _flatten(states[-1]["state_dict"], names)
-    rows = np.stack([_flatten(s["state_dict"], names) - final for s in states])
+    final = flatten_weights(states[-1]["state_dict"], names)
+    rows = np.stack([flatten_weights(s["state_dict"], names) - final for s in states])
     return rows, final, [int(s["epoch"]) for s in states]
 
 
