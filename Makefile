@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+REPORT ?= report.html
 
-.PHONY: setup run test dry-run clean
+.PHONY: setup run report test dry-run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,11 @@ setup: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/snakemake --profile profiles/default $(ARGS)
+	$(BIN)/snakemake --profile profiles/default --report $(REPORT) $(ARGS)
+
+# The Snakemake report (every figure with its caption, the scorecard) of what `make run` built.
+report: $(STAMP)
+	$(BIN)/snakemake --profile profiles/default --report $(REPORT) $(ARGS)
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake --profile profiles/default --dry-run $(ARGS)

@@ -19,12 +19,16 @@ config.clear()
 config.update(_checked)
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/trajectory.smk"
 include: "workflow/rules/hessian.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
@@ -37,4 +41,7 @@ rule all:
         all_trajectories(),
         all_hessians(),
         f"{OUT}/sharpness.tsv",
+        all_figures(),
+        all_vtp(),
+        f"{OUT}/scorecard.md",
     default_target: True

@@ -105,3 +105,32 @@ def test_recipe_holds_only_its_own_run(raw_config):
     after = cfg.validate(raw_config, SCHEMA)
     changed = [r for r in before["runs"] if cfg.run_recipe(before, r) != cfg.run_recipe(after, r)]
     assert changed == ["resnet20"]
+
+
+BAD_FIGURE_CONFIGS = [
+    # (key to set, value, words the message must contain)
+    ("figures.panels.fig5", [["resnet20", "resnet57"]], ["figures.panels.fig5", "resnet57", "resnet56"]),
+    ("figures.panels.fig9", [["resnet20"]], ["figures.panels.fig9", "figB"]),
+    ("figures.panels.fig7", [["wrn56_2"]], ["figures.panels.fig7", "wrn56_2", "landscape.hessian.runs"]),
+    ("figures.panels.figB", [["resnet20"]], ["figures.panels.figB", "resnet20", "trajectory: true"]),
+    ("figures.panels.fig2", [["vgg9_sgd_bs8192_wd0", "vgg9_sgd_bs128_wd0"]], ["figures.panels.fig2", "landscape.interpolations"]),
+    ("figures.panels.figA2", [["resnet20"]], ["figures.panels.figA2", "layer-1d", "resnet20", "landscape.planes"]),
+    ("figures.contour_levels", [10, 0.1, 0.5], ["figures.contour_levels", "start < stop"]),
+    ("figures.vtp_runs", ["resnet5"], ["figures.vtp_runs", "resnet5"]),
+]
+
+
+@pytest.mark.parametrize("key,value,words", BAD_FIGURE_CONFIGS, ids=[f"{k}={v}" for k, v, _ in BAD_FIGURE_CONFIGS])
+def test_bad_figure_setting_gives_one_clear_message(raw_config, key, value, words):
+    _set(raw_config, key, value)
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.validate(raw_config, SCHEMA)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_figures_with_no_built_run_are_skipped(raw_config):
+    raw_config["select"] = ["resnet20"]
+    checked = cfg.validate(raw_config, SCHEMA)
+    assert cfg.figure_names(checked) == ["fig5", "fig7"]
+    assert cfg.vtp_runs(checked) == []

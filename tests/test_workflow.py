@@ -16,6 +16,7 @@ from losslandscape.surface import read_surface
 from conftest import REPO
 
 RUNS = ["resnet20", "vgg9_sgd_bs128_wd0", "vgg9_sgd_bs8192_wd0"]
+FIGURES = ["fig2", "fig3", "fig5", "fig7", "figB"]
 PLANES = {  # fewer planes than config.yaml, to keep the test short; every kind is still there
     "filter-1d": {"norm": "filter", "dims": 1},
     "filter-2d": {"norm": "filter", "dims": 2},
@@ -33,15 +34,22 @@ def write_config(workdir: Path, raw: dict) -> None:
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> list[tuple[str, str]]:
-    """(rule, run) of every job a dry run would execute."""
+    """(rule, run or figure) of every job with wildcards that a dry run would execute."""
     jobs, rule = [], None
     for line in result.stdout.splitlines():
         line = line.strip()
         if line.startswith("rule ") or line.startswith("localrule "):
             rule = line.split()[1].rstrip(":")
         elif line.startswith("wildcards:") and rule:
-            jobs.append((rule, line.split("run=")[1].split(",")[0]))
+            wildcards = dict(part.split("=", 1) for part in line.split(":", 1)[1].strip().split(", "))
+            jobs.append((rule, wildcards.get("run") or wildcards.get("fig")))
     return jobs
+
+
+def planned_rules(result: subprocess.CompletedProcess) -> list[str]:
+    """Every job's rule in a dry run's job table."""
+    table = result.stdout.split("Job stats:")[1].split("total")[0].splitlines()[3:]
+    return sorted(rule for line in table if line.strip() for rule in [line.split()[0]] for _ in range(int(line.split()[1])))
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +59,27 @@ def built(tmp_path_factory):
     raw = yaml.safe_load((REPO / "config.yaml").read_text())
     raw.update(preset="tiny", select=RUNS, device="cpu")
     raw["landscape"]["planes"] = PLANES
+    panels = raw["figures"]["panels"]  # the figures whose planes PLANES keeps (fig1: none of its runs is built)
+    raw["figures"]["panels"] = {fig: panels[fig] for fig in FIGURES + ["fig1"]}
+    raw["figures"]["vtp_runs"] = ["resnet20"]
     write_config(workdir, raw)
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, raw
+
+
+def dry_run_after(built, change) -> subprocess.CompletedProcess:
+    """What a dry run plans once `change(config)` is applied to the built pipeline's config."""
+    workdir, raw = built
+    changed = yaml.safe_load(yaml.safe_dump(raw))
+    change(changed)
+    write_config(workdir, changed)
+    try:
+        result = snakemake(workdir, "--dry-run")
+    finally:
+        write_config(workdir, raw)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 @pytest.mark.workflow
@@ -102,11 +127,31 @@ def test_pipeline_computes_surfaces_interpolation_and_sharpness(built):
     converged = eigen["max_converged"] == 1
     assert np.all(eigen["max_eig"][converged] > 0)
     assert np.allclose(eigen["ratio"], np.abs(eigen["min_eig"] / eigen["max_eig"]), equal_nan=True)
-    figure = out / "figures" / "trajectory" / "vgg9_sgd_bs128_wd0.png"
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.with_suffix(".pdf").exists()
     table = pd.read_csv(out / "sharpness.tsv", sep="\t")
     assert len(table) == 7 and set(table.run) == set(RUNS)
     assert {"curvature", "flat_width", "flat_area", "test_error"} <= set(table.columns)
+
+
+@pytest.mark.workflow
+def test_pipeline_draws_the_figures_the_scorecard_and_the_report(built):
+    workdir, _ = built
+    out = workdir / "results" / "tiny"
+    drawn = sorted(p.stem for p in (out / "figures").glob("*.png"))
+    assert drawn == sorted(FIGURES), "fig1 has no built run and is skipped"
+    for fig in FIGURES:
+        png = out / "figures" / f"{fig}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.with_suffix(".pdf").exists()
+    assert (out / "figures" / "vtp" / "resnet20" / "filter-2d.vtp").read_text().startswith("<?xml")
+    card = (out / "scorecard.md").read_text()
+    assert "preset `tiny`" in card and "| resnet20 |" in card and "Sharpness tracks test error" in card
+    table = pd.read_csv(out / "scorecard.tsv", sep="\t", index_col="run")
+    assert set(table.index) == set(RUNS) and table.paper_test_error["resnet20"] == 7.37
+    report = workdir / "report.html"
+    result = snakemake(workdir, "--report", str(report))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = report.read_text()
+    assert "fig3.png" in html and "scorecard.md" in html
+    assert "Runs drawn: vgg9_sgd_bs128_wd0" in html, "captions name the runs and settings"
 
 
 @pytest.mark.workflow
@@ -119,21 +164,21 @@ def test_nothing_reruns_when_nothing_changed(built):
 
 @pytest.mark.workflow
 def test_changing_one_runs_recipe_reruns_only_that_branch(built, tmp_path):
-    workdir, raw = built
-    changed = yaml.safe_load(yaml.safe_dump(raw))
-    changed["runs"]["resnet20"]["lr"] = 0.05
-    write_config(workdir, changed)
-    try:
-        result = snakemake(workdir, "--dry-run")
-    finally:
-        write_config(workdir, raw)
-    assert result.returncode == 0, result.stderr
+    result = dry_run_after(built, lambda raw: raw["runs"]["resnet20"].update(lr=0.05))
     jobs = planned_jobs(result)
-    assert {run for _, run in jobs} == {"resnet20"}, "no other run's branch reruns"
-    assert sorted(rule for rule, _ in jobs) == sorted(
-        ["train", "weights", "directions", "surface", "surface", "surface_shard", "surface_shard",
-         "hessian", "hessian_shard", "hessian_shard"]
+    assert {run for rule, run in jobs if rule != "figure"} == {"resnet20"}, "no other run's branch reruns"
+    assert {fig for rule, fig in jobs if rule == "figure"} == {"fig5", "fig7"}, "only the figures that draw it"
+    assert planned_rules(result) == sorted(
+        ["all", "train", "weights", "directions", "surface", "surface", "surface_shard", "surface_shard",
+         "hessian", "hessian_shard", "hessian_shard", "sharpness", "scorecard", "figure", "figure", "vtp"]
     )
+
+
+@pytest.mark.workflow
+def test_changing_one_figures_setting_reruns_only_that_figure(built):
+    result = dry_run_after(built, lambda raw: raw["figures"]["panels"]["fig3"][0].reverse())
+    assert planned_jobs(result) == [("figure", "fig3")]
+    assert planned_rules(result) == ["all", "figure"]
 
 
 @pytest.mark.workflow

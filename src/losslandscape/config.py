@@ -112,6 +112,7 @@ def _check_cross_keys(config: dict) -> None:
                 + (f" Did you mean {hint[0]!r}?" if hint else f" Known runs: {', '.join(config['runs'])}.")
             )
     _check_landscape(config)
+    _check_figures(config)
     preset = presets[config["preset"]]
     if preset["dataset"] == "cifar10":
         _check_cifar_folder(config["datasets"].setdefault("cifar10", {"root": "data/cifar10", "download": False}))
@@ -163,6 +164,48 @@ def _check_landscape(config: dict) -> None:
     low, high = landscape["interpolation_range"]
     if low >= high:
         raise ConfigError(f"config: 'landscape.interpolation_range' = {[low, high]} must go from low to high.")
+
+
+def _check_figures(config: dict) -> None:
+    """A figure may only draw runs of the catalogue, and only what the pipeline computes for them."""
+    figures, landscape = config["figures"], config["landscape"]
+    start, stop, step = figures["contour_levels"]
+    if not (start < stop and step > 0):
+        raise ConfigError(f"config: 'figures.contour_levels' = {[start, stop, step]} must be [start, stop, step] "
+                          "with start < stop and step > 0, e.g. [0.1, 10, 0.5].")
+    pairs = {(p["a"], p["b"]) for p in landscape["interpolations"].values()}
+    for fig, rows in figures["panels"].items():
+        key = f"figures.panels.{fig}"
+        for row in rows:
+            for run in row:
+                _check_named_run(key, run, config["runs"])
+                for plane in FIGURE_PLANES.get(fig, []):
+                    if plane not in planes_for(config, run):
+                        raise ConfigError(f"config: '{key}' draws the {plane!r} surface of run {run!r}, which "
+                                          f"'landscape.planes' does not give that run; add it there or drop the run.")
+            if fig == "fig2" and (len(row) != 2 or tuple(row) not in pairs):
+                raise ConfigError(f"config: '{key}' row {row} must be two runs [a, b] that form a pair of "
+                                  "'landscape.interpolations'.")
+            if fig == "fig7":
+                for run in set(row) - set(landscape["hessian"]["runs"]):
+                    raise ConfigError(f"config: '{key}' draws the Hessian map of run {run!r}; add it to "
+                                      "'landscape.hessian.runs' or drop it from the figure.")
+            if fig == "figB":
+                for run in row:
+                    if not config["runs"][run]["trajectory"]:
+                        raise ConfigError(f"config: '{key}' draws the trajectory of run {run!r}; set "
+                                          f"'runs.{run}.trajectory: true' or drop it from the figure.")
+    for run in figures["vtp_runs"]:
+        _check_named_run("figures.vtp_runs", run, config["runs"])
+        if VTP_PLANE not in planes_for(config, run):
+            raise ConfigError(f"config: 'figures.vtp_runs' names run {run!r}, which has no {VTP_PLANE!r} plane.")
+
+
+def _check_named_run(key: str, run: str, runs: dict) -> None:
+    if run not in runs:
+        hint = difflib.get_close_matches(run, runs, n=1)
+        raise ConfigError(f"config: '{key}' names run {run!r}, which is not in 'runs'."
+                          + (f" Did you mean {hint[0]!r}?" if hint else f" Known runs: {', '.join(runs)}."))
 
 
 def _check_cifar_folder(settings: dict) -> None:
@@ -229,6 +272,20 @@ def planes_for(config: dict, run: str) -> list[str]:
 
 
 PCA_PLANE = "pca"  # the plane of a run's optimiser path (appendix B)
+VTP_PLANE = "filter-2d"  # the surface exported for ParaView
+
+FIGURES_ALL = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "figA2", "figB")
+
+# The surfaces each figure draws for every run of its panels (fig2, fig7 and figB draw
+# interpolations, Hessian maps and trajectories instead).
+FIGURE_PLANES = {
+    "fig1": ["filter-2d"],
+    "fig3": ["filter-1d", "filter-2d"],
+    "fig4": ["filter-2d"],
+    "fig5": ["filter-2d"],
+    "fig6": ["filter-2d"],
+    "figA2": ["none-1d", "layer-1d", "filter-1d", "none-2d", "layer-2d", "filter-2d"],
+}
 
 
 def trajectory_runs(config: dict) -> list[str]:
@@ -285,3 +342,19 @@ def hessian_settings(config: dict) -> dict:
     return {"stride": scale["stride"], "train_subset": scale["train_subset"], "tol": spec["tol"],
             "maxiter": spec["maxiter"], "warm_start": spec["warm_start"], "batch_size": spec["batch_size"],
             "subset_seed": config["landscape"]["subset_seed"]}
+
+
+def figure_names(config: dict) -> list[str]:
+    """Figures with at least one built run among their panels."""
+    runs = set(selected_runs(config))
+    panels = config["figures"]["panels"]
+    return [fig for fig, rows in panels.items() if any(run in runs for row in rows for run in row)]
+
+
+def figure_style(config: dict) -> dict:
+    figures = config["figures"]
+    return {"contour_levels": figures["contour_levels"], "loss_max": figures["loss_max"], "zmax": figures["zmax"]}
+
+
+def vtp_runs(config: dict) -> list[str]:
+    return [run for run in config["figures"]["vtp_runs"] if run in selected_runs(config)]

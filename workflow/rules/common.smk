@@ -21,9 +21,10 @@ STAGE_MODULES = {
     "directions": ["directions.py", "jobs.py", "checkpoints.py", "models", "io.py"],
     "surface": ["surface.py", "fold.py", "jobs.py", "checkpoints.py", "models", "data.py", "io.py"],
     "sharpness": ["sharpness.py", "jobs.py", "io.py"],
-    "plots": ["plots.py", "surface.py", "io.py"],
     "hessian": ["hessian.py", "jobs.py", "surface.py", "checkpoints.py", "models", "data.py", "io.py"],
     "trajectory": ["trajectory.py", "jobs.py", "directions.py", "checkpoints.py", "models", "io.py"],
+    "plots": ["plots.py", "figures.py", "vtp.py", "surface.py", "train.py", "io.py"],
+    "scorecard": ["scorecard.py", "surface.py", "io.py"],
 }
 
 
@@ -38,6 +39,7 @@ wildcard_constraints:
     norm="filter|layer|none",
     shard=r"\d+",
     n=r"\d+",
+    fig=_alternatives(cfg.FIGURES_ALL),
 
 
 def code_version(stage):
@@ -86,7 +88,7 @@ def all_surfaces(wildcards=None):
 
 def all_trajectories(wildcards=None):
     runs = cfg.trajectory_runs(config)
-    return [f"{OUT}/figures/trajectory/{run}.png" for run in runs]
+    return [f"{OUT}/{stage}/{run}/pca.h5" for run in runs for stage in ("trajectory", "surface")]
 
 
 def all_hessians(wildcards=None):
@@ -96,3 +98,53 @@ def all_hessians(wildcards=None):
 
 def all_interpolations(wildcards=None):
     return [f"{OUT}/interpolation/{pair}.h5" for pair in cfg.interpolation_pairs(config)]
+
+
+def _panel_files(fig, run, row):
+    """What figure `fig` reads for the panel of `run` (in layout row `row`)."""
+    files = {"final": f"{OUT}/train/{run}/final.pt"}
+    files.update({plane: f"{OUT}/surface/{run}/{plane}.h5" for plane in cfg.FIGURE_PLANES.get(fig, [])})
+    if fig == "fig2":
+        files["norms"] = f"{OUT}/weights/{run}/norms.tsv"
+        files["histogram"] = f"{OUT}/weights/{run}/histogram.tsv"
+        pair = next(name for name, p in config["landscape"]["interpolations"].items() if [p["a"], p["b"]] == row)
+        if all(r in RUNS for r in row):
+            files["interpolation"] = f"{OUT}/interpolation/{pair}.h5"
+    elif fig == "fig7":
+        files["hessian"] = f"{OUT}/hessian/{run}/{config['landscape']['hessian']['plane']}.h5"
+    elif fig == "figB":
+        files["pca"] = f"{OUT}/trajectory/{run}/pca.h5"
+        files["pca-surface"] = f"{OUT}/surface/{run}/{cfg.PCA_PLANE}.h5"
+    return files
+
+
+def figure_layout(wildcards):
+    """Rows of panels of a figure: each run, whether it is built, and the files drawn for it."""
+    rows = config["figures"]["panels"][wildcards.fig]
+    return [
+        [{"run": run, "built": run in RUNS, "files": _panel_files(wildcards.fig, run, row) if run in RUNS else {}}
+         for run in row]
+        for row in rows
+    ]
+
+
+def figure_inputs(wildcards):
+    return [path for row in figure_layout(wildcards) for panel in row for path in panel["files"].values()]
+
+
+def figure_runs(wildcards):
+    return [run for row in config["figures"]["panels"][wildcards.fig] for run in row if run in RUNS]
+
+
+def all_figures(wildcards=None):
+    return [f"{OUT}/figures/{fig}.png" for fig in cfg.figure_names(config)]
+
+
+def all_vtp(wildcards=None):
+    return [f"{OUT}/figures/vtp/{run}/{cfg.VTP_PLANE}.vtp" for run in cfg.vtp_runs(config)]
+
+
+def scorecard_groups():
+    """The runs the scorecard compares: Fig 2's batch pairs, Fig 5's depth rows, Fig 6's width rows."""
+    panels = config["figures"]["panels"]
+    return {"batch": panels.get("fig2", []), "depth": panels.get("fig5", []), "width": panels.get("fig6", [])}

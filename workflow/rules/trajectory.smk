@@ -1,5 +1,6 @@
 # Optimiser trajectories (appendix B): PCA of a run's checkpoints. The loss on the PCA plane is
-# the surface rule's plane "pca" (surface/{run}/pca.h5), sharded like any other plane.
+# the surface rule's plane "pca" (surface/{run}/pca.h5), sharded like any other plane; figure B
+# (figures.smk) draws the paths.
 
 
 rule trajectory_pca:
@@ -21,21 +22,3 @@ rule trajectory_pca:
     script:
         "../scripts/trajectory.py"
 
-
-rule trajectory_plot:
-    input:
-        pca=f"{OUT}/trajectory/{{run}}/pca.h5",
-        surface=f"{OUT}/surface/{{run}}/pca.h5",
-    output:
-        png=f"{OUT}/figures/trajectory/{{run}}.png",
-        pdf=f"{OUT}/figures/trajectory/{{run}}.pdf",
-    params:
-        code=code_version("plots"),
-    log:
-        f"{LOGS}/figures/trajectory/{{run}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/figures/trajectory/{{run}}.tsv"
-    conda:
-        "../../envs/torch-cpu.yaml"
-    script:
-        "../scripts/trajectory_plot.py"
