@@ -12,6 +12,10 @@ rule trajectory_pca:
         margin=config["landscape"]["trajectory_margin"],
         points=SCALE["landscape"]["points_2d"],
         code=code_version("trajectory"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime("evaluate"),
     log:
         f"{LOGS}/trajectory/{{run}}.log",
     benchmark:
@@ -31,6 +35,10 @@ rule trajectory_plot:
         pdf=f"{OUT}/figures/trajectory/{{run}}.pdf",
     params:
         code=code_version("plots"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime("light"),
     log:
         f"{LOGS}/figures/trajectory/{{run}}.log",
     benchmark:
