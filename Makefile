@@ -1,12 +1,13 @@
 # Two commands on a fresh machine: `make run` (the pipeline on the default preset) and
 # `make test` (the test suite). Both create .venv and install the package first.
+# `make cluster` runs the pipeline through profiles/slurm.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup run test dry-run clean
+.PHONY: setup run cluster test dry-run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,10 @@ setup: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/snakemake --profile profiles/default $(ARGS)
+
+# the pipeline on a SLURM cluster (edit profiles/slurm/config.v8+.yaml first; README "Running on a cluster")
+cluster: $(STAMP)
+	$(BIN)/snakemake --profile profiles/slurm --workflow-profile none $(ARGS)
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake --profile profiles/default --dry-run $(ARGS)
