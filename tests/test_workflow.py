@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +26,9 @@ PLANES = {  # fewer planes than config.yaml, to keep the test short; every kind 
 }
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
 def write_config(workdir: Path, raw: dict) -> None:
@@ -47,9 +49,32 @@ def planned_jobs(result: subprocess.CompletedProcess) -> list[tuple[str, str]]:
 
 
 def planned_rules(result: subprocess.CompletedProcess) -> list[str]:
-    """Every job's rule in a dry run's job table."""
-    table = result.stdout.split("Job stats:")[1].split("total")[0].splitlines()[3:]
-    return sorted(rule for line in table if line.strip() for rule in [line.split()[0]] for _ in range(int(line.split()[1])))
+    """Rule of every job a dry run would execute, the target rule `all` left out."""
+    rules = [line.split()[1].rstrip(":") for line in result.stdout.splitlines()
+             if line.startswith(("rule ", "localrule "))]
+    return sorted(rule for rule in rules if rule != "all")
+
+
+def dry_run_after_config_change(workdir: Path, raw: dict, change) -> subprocess.CompletedProcess:
+    """A dry run after `change(config)` edits a copy of the config; the config is put back after."""
+    changed = yaml.safe_load(yaml.safe_dump(raw))
+    change(changed)
+    write_config(workdir, changed)
+    try:
+        return snakemake(workdir, "--dry-run")
+    finally:
+        write_config(workdir, raw)
+
+
+def edited_package(tmp_path: Path, module: str) -> dict:
+    """An environment whose `losslandscape` is a copy of the package with `module` edited."""
+    import losslandscape
+
+    copy = tmp_path / "src" / "losslandscape"
+    shutil.copytree(Path(losslandscape.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / module, "a") as fh:
+        fh.write("\n# an edit\n")
+    return {**os.environ, "PYTHONPATH": str(copy.parent)}
 
 
 @pytest.fixture(scope="module")
@@ -66,20 +91,6 @@ def built(tmp_path_factory):
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, raw
-
-
-def dry_run_after(built, change) -> subprocess.CompletedProcess:
-    """What a dry run plans once `change(config)` is applied to the built pipeline's config."""
-    workdir, raw = built
-    changed = yaml.safe_load(yaml.safe_dump(raw))
-    change(changed)
-    write_config(workdir, changed)
-    try:
-        result = snakemake(workdir, "--dry-run")
-    finally:
-        write_config(workdir, raw)
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.mark.workflow
@@ -164,21 +175,49 @@ def test_nothing_reruns_when_nothing_changed(built):
 
 @pytest.mark.workflow
 def test_changing_one_runs_recipe_reruns_only_that_branch(built, tmp_path):
-    result = dry_run_after(built, lambda raw: raw["runs"]["resnet20"].update(lr=0.05))
+    workdir, raw = built
+    result = dry_run_after_config_change(workdir, raw, lambda config: config["runs"]["resnet20"].update(lr=0.05))
+    assert result.returncode == 0, result.stderr
     jobs = planned_jobs(result)
     assert {run for rule, run in jobs if rule != "figure"} == {"resnet20"}, "no other run's branch reruns"
     assert {fig for rule, fig in jobs if rule == "figure"} == {"fig5", "fig7"}, "only the figures that draw it"
     assert planned_rules(result) == sorted(
-        ["all", "train", "weights", "directions", "surface", "surface", "surface_shard", "surface_shard",
+        ["train", "weights", "directions", "surface", "surface", "surface_shard", "surface_shard",
          "hessian", "hessian_shard", "hessian_shard", "sharpness", "scorecard", "figure", "figure", "vtp"]
     )
 
 
 @pytest.mark.workflow
 def test_changing_one_figures_setting_reruns_only_that_figure(built):
-    result = dry_run_after(built, lambda raw: raw["figures"]["panels"]["fig3"][0].reverse())
+    workdir, raw = built
+    result = dry_run_after_config_change(workdir, raw, lambda config: config["figures"]["panels"]["fig3"][0].reverse())
+    assert result.returncode == 0, result.stderr
     assert planned_jobs(result) == [("figure", "fig3")]
-    assert planned_rules(result) == ["all", "figure"]
+    assert planned_rules(result) == ["figure"]
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    "module,rules,outputs",
+    [
+        # a stage's jobs, and the figures / scorecard that read what they write
+        ("hessian.py", ["hessian", "hessian_shard", "hessian_shard", "figure", "scorecard"], "hessian/"),
+        ("plots.py", ["figure"] * len(FIGURES) + ["vtp"], "figures/"),
+        ("sharpness.py", ["sharpness", "scorecard"], "sharpness.tsv"),
+        ("weights.py", ["weights"] * len(RUNS) + ["figure"], "weights/"),
+    ],
+)
+def test_changing_one_stages_code_reruns_that_stages_jobs(built, tmp_path, module, rules, outputs):
+    """Snakemake does not look into the imported package: each rule's `code` param does."""
+    workdir, _ = built
+    env = edited_package(tmp_path, module)
+    result = snakemake(workdir, "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert planned_rules(result) == sorted(rules)
+    reasons = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("reason:")]
+    assert any("Params have changed" in reason for reason in reasons), reasons  # the code hash
+    assert all(f"results/tiny/{outputs}" in reason or "Params have changed" in reason
+               for reason in reasons), reasons
 
 
 @pytest.mark.workflow

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import sys
 import tempfile
 import traceback
@@ -65,12 +66,18 @@ def recipe_hash(recipe: dict) -> str:
 
 @contextlib.contextmanager
 def log_to(path: str | Path | None) -> Iterator[None]:
-    """Send stdout and stderr (progress bars included) to a job's log file."""
+    """Send stdout and stderr (progress bars included) to a job's log file.
+
+    The log starts with where the job ran and the GPUs a scheduler gave it (SLURM sets
+    CUDA_VISIBLE_DEVICES for a job that asked for a GPU).
+    """
     if path is None:
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", buffering=1) as fh:
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")
+        print(f"job on {socket.gethostname()}: CUDA_VISIBLE_DEVICES={gpus}", file=fh)
         old = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = fh
         try:

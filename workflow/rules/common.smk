@@ -1,6 +1,7 @@
-# Helpers shared by the rule files: the resolved config, per-run settings, code versions.
+# Helpers shared by the .smk files: the resolved config, per-run settings, code versions.
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -64,7 +65,40 @@ def dataset_files(wildcards):
 
 
 def uses_gpu(wildcards=None):
+    """GPUs a training or evaluation job holds: one when the config's device is cuda.
+
+    A cluster profile may ask for one regardless (profiles/slurm does, and `device: auto` then
+    finds it on the node).
+    """
     return 1 if config["device"] == "cuda" else 0
+
+
+# What a job asks a scheduler for, by family of rules (config: presets.<preset>.resources). Memory
+# and wall time grow with the attempt, so a job killed for either gets more when retried
+# (--retries, set in the profiles).
+def mem_mb(family):
+    return lambda wildcards, attempt: SCALE["resources"][_family(family, wildcards)]["mem_mb"] * attempt
+
+
+def runtime(family):
+    return lambda wildcards, attempt: SCALE["resources"][_family(family, wildcards)]["runtime"] * attempt
+
+
+def _family(family, wildcards):
+    return family(wildcards) if callable(family) else family
+
+
+def surface_family(wildcards):
+    """A surface job computes a plane itself (evaluate) unless it only gathers shards (light)."""
+    return "light" if surface_shards(wildcards) else "evaluate"
+
+
+# Conda environments (--software-deployment-method conda): the rules that train or evaluate
+# networks get PyTorch with CUDA unless the config pins the CPU; the rest get the CPU build.
+TORCH_ENV = "../../envs/torch-cpu.yaml" if config["device"] == "cpu" else "../../envs/torch-cuda.yaml"
+# Both install this package from the
+# checkout: envs/*.yaml name it as ${LOSSLANDSCAPE_ROOT}, which pip expands.
+os.environ.setdefault("LOSSLANDSCAPE_ROOT", str(Path(workflow.basedir)))
 
 
 def plane_directions(wildcards):

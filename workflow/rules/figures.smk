@@ -17,6 +17,10 @@ rule figure:
         runs=figure_runs,
         style=cfg.figure_style(config),
         code=code_version("plots"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime("light"),
     log:
         f"{LOGS}/figures/{{fig}}.log",
     benchmark:
@@ -35,6 +39,10 @@ rule vtp:
     params:
         zmax=config["figures"]["zmax"],
         code=code_version("plots"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime("light"),
     log:
         f"{LOGS}/figures/vtp/{{run}}/{{plane}}.log",
     benchmark:
@@ -59,6 +67,10 @@ rule scorecard:
         weight_decay={run: config["runs"][run]["weight_decay"] for run in RUNS},
         preset=PRESET,
         code=code_version("scorecard"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime("light"),
     log:
         f"{LOGS}/scorecard.log",
     benchmark:

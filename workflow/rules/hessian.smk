@@ -14,13 +14,15 @@ rule hessian_shard:
         code=code_version("hessian"),
     threads: SCALE["threads"]
     resources:
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime("evaluate"),
         gpu=uses_gpu,
     log:
         f"{LOGS}/hessian/{{run}}/{{plane}}/shard-{{shard}}-of-{{n}}.log",
     benchmark:
         f"{OUT}/benchmarks/hessian/{{run}}/{{plane}}/shard-{{shard}}-of-{{n}}.tsv"
     conda:
-        "../../envs/torch-cpu.yaml"
+        TORCH_ENV
     script:
         "../scripts/hessian_shard.py"
 
@@ -39,6 +41,10 @@ rule hessian:
         grid=cfg.grid_settings(config),
         hessian=cfg.hessian_settings(config),
         code=code_version("hessian"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime("light"),
     log:
         f"{LOGS}/hessian/{{run}}/{{plane}}.log",
     benchmark:

@@ -10,6 +10,10 @@ rule directions:
         ignore_biasbn=config["landscape"]["ignore_biasbn"],
         seed=config["landscape"]["seed"],
         code=code_version("directions"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime("light"),
     log:
         f"{LOGS}/directions/{{run}}/{{norm}}.log",
     benchmark:
@@ -34,13 +38,15 @@ rule surface_shard:
         code=code_version("surface"),
     threads: SCALE["threads"]
     resources:
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime("evaluate"),
         gpu=uses_gpu,
     log:
         f"{LOGS}/surface/{{run}}/{{plane}}/shard-{{shard}}-of-{{n}}.log",
     benchmark:
         f"{OUT}/benchmarks/surface/{{run}}/{{plane}}/shard-{{shard}}-of-{{n}}.tsv"
     conda:
-        "../../envs/torch-cpu.yaml"
+        TORCH_ENV
     script:
         "../scripts/surface_shard.py"
 
@@ -61,13 +67,15 @@ rule surface:
         code=code_version("surface"),
     threads: lambda w: 1 if surface_shards(w) else SCALE["threads"]
     resources:
+        mem_mb=mem_mb(surface_family),
+        runtime=runtime(surface_family),
         gpu=lambda w: 0 if surface_shards(w) else uses_gpu(w),
     log:
         f"{LOGS}/surface/{{run}}/{{plane}}.log",
     benchmark:
         f"{OUT}/benchmarks/surface/{{run}}/{{plane}}.tsv"
     conda:
-        "../../envs/torch-cpu.yaml"
+        TORCH_ENV
     script:
         "../scripts/surface.py"
 
@@ -85,13 +93,15 @@ rule interpolate:
         code=code_version("surface"),
     threads: SCALE["threads"]
     resources:
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime("evaluate"),
         gpu=uses_gpu,
     log:
         f"{LOGS}/interpolation/{{pair}}.log",
     benchmark:
         f"{OUT}/benchmarks/interpolation/{{pair}}.tsv"
     conda:
-        "../../envs/torch-cpu.yaml"
+        TORCH_ENV
     script:
         "../scripts/interpolate.py"
 
@@ -105,6 +115,10 @@ rule sharpness:
     params:
         threshold=config["landscape"]["sharpness_threshold"],
         code=code_version("sharpness"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime("light"),
     log:
         f"{LOGS}/sharpness.log",
     benchmark:

@@ -14,13 +14,15 @@ rule train:
         run_dir=lambda w: f"{OUT}/train/{w.run}",
     threads: SCALE["threads"]
     resources:
+        mem_mb=mem_mb("train"),
+        runtime=runtime("train"),
         gpu=uses_gpu,
     log:
         f"{LOGS}/train/{{run}}.log",
     benchmark:
         f"{OUT}/benchmarks/train/{{run}}.tsv"
     conda:
-        "../../envs/torch-cpu.yaml"
+        TORCH_ENV
     script:
         "../scripts/train.py"
 
@@ -35,6 +37,10 @@ rule weights:
     params:
         initial=lambda w: f"{OUT}/train/{w.run}/checkpoints/epoch-0000.pt",
         code=code_version("weights"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime("light"),
     log:
         f"{LOGS}/weights/{{run}}.log",
     benchmark:

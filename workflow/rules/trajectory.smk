@@ -13,6 +13,10 @@ rule trajectory_pca:
         margin=config["landscape"]["trajectory_margin"],
         points=SCALE["landscape"]["points_2d"],
         code=code_version("trajectory"),
+    threads: 1
+    resources:
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime("evaluate"),
     log:
         f"{LOGS}/trajectory/{{run}}.log",
     benchmark:
