@@ -113,6 +113,7 @@ def _check_cross_keys(config: dict) -> None:
             )
     _check_landscape(config)
     preset = presets[config["preset"]]
+    _check_preset(config["preset"], preset, config)
     if preset["dataset"] == "cifar10":
         _check_cifar_folder(config["datasets"].setdefault("cifar10", {"root": "data/cifar10", "download": False}))
 
@@ -163,6 +164,22 @@ def _check_landscape(config: dict) -> None:
     low, high = landscape["interpolation_range"]
     if low >= high:
         raise ConfigError(f"config: 'landscape.interpolation_range' = {[low, high]} must go from low to high.")
+
+
+def _check_preset(name: str, scale: dict, config: dict) -> None:
+    """Scales that pass the schema yet cannot give the outputs asked for."""
+    where = f"presets.{name}"
+    points, stride = scale["landscape"]["points_2d"], scale["hessian"]["stride"]
+    if config["landscape"]["hessian"]["runs"] and (points - 1) // stride + 1 < 2:
+        raise ConfigError(
+            f"config: '{where}.hessian.stride' = {stride} leaves fewer than 2 points per axis of the "
+            f"{points} x {points} grid ('{where}.landscape.points_2d'); it must be at most {points - 1}."
+        )
+    if scale["epochs"] < 2 and trajectory_runs(config):
+        raise ConfigError(
+            f"config: '{where}.epochs' = {scale['epochs']} is too few for the trajectory runs "
+            f"({', '.join(trajectory_runs(config))}): a PCA of the path needs 3 checkpoints; it must be >= 2."
+        )
 
 
 def _check_cifar_folder(settings: dict) -> None:
@@ -241,7 +258,8 @@ def plane_settings(config: dict, plane: str) -> dict:
     if plane == PCA_PLANE:
         return {"norm": "pca", "dims": 2, "ignore_biasbn": True}
     spec = config["landscape"]["planes"][plane]
-    return {"norm": spec["norm"], "dims": spec["dims"], "ignore_biasbn": config["landscape"]["ignore_biasbn"]}
+    return {"norm": spec["norm"], "dims": spec["dims"], "ignore_biasbn": config["landscape"]["ignore_biasbn"],
+            "seed": config["landscape"]["seed"]}
 
 
 def grid_settings(config: dict) -> dict:
