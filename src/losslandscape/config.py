@@ -105,17 +105,22 @@ def _check_cross_keys(config: dict) -> None:
     for name, run in config["runs"].items():
         _check_run(name, run)
     for name in config["select"]:
-        if name not in config["runs"]:
-            hint = difflib.get_close_matches(name, config["runs"], n=1)
-            raise ConfigError(
-                f"config: 'select' names run {name!r}, which is not in 'runs'."
-                + (f" Did you mean {hint[0]!r}?" if hint else f" Known runs: {', '.join(config['runs'])}.")
-            )
+        _check_run_name(config, "select", name)
     _check_landscape(config)
     preset = presets[config["preset"]]
     _check_preset(config["preset"], preset, config)
     if preset["dataset"] == "cifar10":
         _check_cifar_folder(config["datasets"].setdefault("cifar10", {"root": "data/cifar10", "download": False}))
+
+
+def _check_run_name(config: dict, key: str, run: str) -> None:
+    """A key that names a run (select, a plane's or figure's runs, ...) must name one of `runs`."""
+    if run not in config["runs"]:
+        hint = difflib.get_close_matches(run, config["runs"], n=1)
+        raise ConfigError(
+            f"config: '{key}' names run {run!r}, which is not in 'runs'."
+            + (f" Did you mean {hint[0]!r}?" if hint else f" Known runs: {', '.join(config['runs'])}.")
+        )
 
 
 def _check_run(name: str, run: dict) -> None:
@@ -149,21 +154,18 @@ def _check_landscape(config: dict) -> None:
               for i, pair in landscape["interpolations"].items() for end in "ab"]
     if PCA_PLANE in landscape["planes"]:
         raise ConfigError(f"config: 'landscape.planes.{PCA_PLANE}' is reserved for the trajectory plane; rename it.")
+    named += [("landscape.hessian.runs", r) for r in landscape["hessian"]["runs"]]
     for key, run in named:
-        if run not in config["runs"]:
-            hint = difflib.get_close_matches(run, config["runs"], n=1)
-            raise ConfigError(f"config: '{key}' names run {run!r}, which is not in 'runs'."
-                              + (f" Did you mean {hint[0]!r}?" if hint else ""))
-    named_hessian = [("landscape.hessian.runs", r) for r in landscape["hessian"]["runs"]]
-    for key, run in named_hessian:
-        if run not in config["runs"]:
-            raise ConfigError(f"config: '{key}' names run {run!r}, which is not in 'runs'.")
+        _check_run_name(config, key, run)
     plane = landscape["hessian"]["plane"]
     if plane not in landscape["planes"] or landscape["planes"][plane]["dims"] != 2:
-        raise ConfigError(f"config: 'landscape.hessian.plane' = {plane!r} must name a 2D plane of 'landscape.planes'.")
+        planes_2d = [p for p, spec in landscape["planes"].items() if spec["dims"] == 2]
+        raise ConfigError(f"config: 'landscape.hessian.plane' = {plane!r} must name a 2D plane of 'landscape.planes': "
+                          f"one of {', '.join(planes_2d) or '(none defined)'}.")
     low, high = landscape["interpolation_range"]
     if low >= high:
-        raise ConfigError(f"config: 'landscape.interpolation_range' = {[low, high]} must go from low to high.")
+        raise ConfigError(f"config: 'landscape.interpolation_range' = {[low, high]} must be [min, max] "
+                          "with min < max (the reference's -0.5 to 1.5: [-0.5, 1.5]).")
 
 
 def _check_preset(name: str, scale: dict, config: dict) -> None:
