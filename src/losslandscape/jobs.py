@@ -15,8 +15,8 @@ from . import data as datasets
 from . import directions as dirs
 from . import sharpness, trajectory
 from .checkpoints import list_checkpoints, load_model, read_checkpoint
-from .io import atomic_path, settings_json, tensor_digest
-from .surface import Evaluator, Grid, compute_shard, gather, make_grid, read_surface, tensor_batches
+from .io import atomic_path, recipe_hash, settings_json, tensor_digest
+from .surface import Evaluator, Grid, compute_shard, gather, make_grid, read_surface, shard_points, tensor_batches
 from .train import resolve_device
 
 
@@ -176,8 +176,12 @@ def hessian_shard(checkpoint: str, directions: str, out: str, grid: dict, hessia
                                  maxiter=hessian["maxiter"], warm_start=hessian["warm_start"])
     settings = {"checkpoint": str(checkpoint), "directions": dict(attrs, version=None), "grid": grid,
                 "hessian": hessian, "data": data_info, "weights_digest": digest}
-    compute_shard(evaluator, _hessian_grid(grid, hessian), shard, n_shards, out, settings,
+    points = _hessian_grid(grid, hessian)
+    warm = Path(out).with_name(Path(out).name + ".warm.npz")  # warm-start vectors: a resumed map is bit-identical
+    evaluator.keep_warm_state(warm, recipe_hash(settings), [points.coords(k) for k in shard_points(points, shard, n_shards)])
+    compute_shard(evaluator, points, shard, n_shards, out, settings,
                   desc=f"hessian {ckpt['recipe']['run']} shard {shard + 1}/{n_shards}", metrics=HESSIAN_METRICS)
+    warm.unlink(missing_ok=True)
 
 
 def hessian_map(shards: list[str], checkpoint: str, directions: str, out: str, grid: dict, hessian: dict) -> None:
