@@ -513,15 +513,35 @@ def test_two_shards_of_one_surface_run_at_once_into_their_own_files(made, tmp_pa
 
 
 def test_the_same_shard_twice_at_once_is_refused(made, tmp_path):
+    import fcntl
+
     out = tmp_path / "shard-0-of-2.h5"
-    held = surface._claim(out)  # another process computing this shard holds its lock
-    try:
+    with open(tmp_path / "shard-0-of-2.h5.lock", "a") as held:  # as another process computing the shard would
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(RuntimeError, match=r"being computed by another process.*shard-0-of-2.h5.lock"):
             jobs.surface_shard(made["final"], made["directions"], str(out), PLANE, SMALL_GRID, EVALUATION, 0, 2,
                                "cpu", 1)
-    finally:
-        surface._release(held, out)
     assert not out.exists()
+    jobs.surface_shard(made["final"], made["directions"], str(out), PLANE, SMALL_GRID, EVALUATION, 0, 2, "cpu", 1)
+    assert out.exists(), "once the other process is gone, the shard runs"
+
+
+def test_a_shard_interrupted_in_this_process_can_be_rerun_in_it(made, tmp_path, monkeypatch):
+    """An interactive session keeps the interrupted call's traceback (and its lock) alive."""
+    out, kept = tmp_path / "shard.h5", []
+    real = surface.Evaluator.__call__
+
+    def interrupted(self, coords):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(surface.Evaluator, "__call__", interrupted)
+    try:
+        jobs.surface_shard(made["final"], made["directions"], str(out), PLANE, SMALL_GRID, EVALUATION, 0, 1, "cpu", 1)
+    except KeyboardInterrupt as exc:
+        kept.append(exc)  # the traceback, and the frame holding the shard's lock, stay alive
+    monkeypatch.setattr(surface.Evaluator, "__call__", real)
+    jobs.surface_shard(made["final"], made["directions"], str(out), PLANE, SMALL_GRID, EVALUATION, 0, 1, "cpu", 1)
+    assert kept and out.exists()
 
 
 def test_hessian_shard_killed_between_saving_warm_state_and_journaling_still_matches(made, reference_shards,

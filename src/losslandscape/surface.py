@@ -213,20 +213,32 @@ def compute_shard(
     _release(claim, out_path)
 
 
+_HELD: dict[str, object] = {}  # this process's shard locks, by lock path
+
+
 def _claim(out_path: Path):
-    """An exclusive lock on a shard (`<shard>.lock`), held until the shard is written or the process ends."""
-    lock = open(out_path.with_name(out_path.name + ".lock"), "a")
+    """An exclusive lock on a shard (`<shard>.lock`), held until the shard is written or the process ends.
+
+    A lock this process still holds from an interrupted call (a traceback kept alive by an
+    interactive session) is taken over: one process never computes the same shard twice at once.
+    """
+    name = str(out_path.with_name(out_path.name + ".lock"))
+    if name in _HELD:
+        _HELD.pop(name).close()
+    lock = open(name, "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.close()
         raise RuntimeError(f"{out_path} is being computed by another process right now (it holds "
                            f"{lock.name}); wait for it to finish, or stop it, then rerun.") from None
+    _HELD[name] = lock
     return lock
 
 
 def _release(lock, out_path: Path) -> None:
     Path(lock.name).unlink(missing_ok=True)
+    _HELD.pop(lock.name, None)
     lock.close()
 
 
