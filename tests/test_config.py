@@ -44,12 +44,18 @@ def test_paper_preset_is_the_papers_recipe(raw_config):
     assert [round(f * 300) for f in recipe["lr_milestones"]] == [150, 225, 275]
 
 
+DELETE = "<delete the key>"
+
+
 def _set(config: dict, dotted: str, value) -> None:
     *parents, last = dotted.split(".")
     node = config
     for key in parents:
         node = node[key]
-    node[last] = value
+    if value == DELETE:
+        del node[last]
+    else:
+        node[last] = value
 
 
 BAD_CONFIGS = [
@@ -70,6 +76,31 @@ BAD_CONFIGS = [
     ("select", ["resnet57"], ["select", "resnet57", "resnet56"]),
     ("training.momentum", 1.0, ["training.momentum", "1.0", "< 1"]),
     ("trainng", {}, ["trainng", "training"]),
+    # issue 7's matrix: grids, ranges, names of runs elsewhere in the config, types from --config
+    ("presets.tiny.landscape.points_2d", 1, ["presets.tiny.landscape.points_2d", "1", ">= 2"]),
+    ("presets.tiny.landscape.span", -1.0, ["presets.tiny.landscape.span", "-1.0", "> 0"]),
+    ("landscape.interpolation_range", [1.5, -0.5], ["landscape.interpolation_range", "[1.5, -0.5]", "min < max"]),
+    ("landscape.interpolation_range", [1.0, 1.0], ["landscape.interpolation_range", "[1.0, 1.0]", "min < max"]),
+    ("presets.default.hessian.stride", 11, ["presets.default.hessian.stride", "11", "at most 10"]),
+    ("presets.default.epochs", 1, ["presets.default.epochs", "1", "trajectory", ">= 2"]),
+    ("landscape.planes.filter-2d.runs", ["resnet57"], ["landscape.planes.filter-2d.runs", "resnet57", "resnet56"]),
+    ("landscape.planes.filter-2d.dims", 3, ["landscape.planes.filter-2d.dims", "3", "1, 2"]),
+    ("landscape.planes.filter-2d.norm", "unit", ["landscape.planes.filter-2d.norm", "unit", "filter, layer, none"]),
+    ("landscape.interpolations.vgg9_wd0.b", "vgg9_bs8192",
+     ["landscape.interpolations.vgg9_wd0.b", "vgg9_bs8192", "vgg9_sgd_bs8192_wd0"]),
+    ("landscape.hessian.runs", ["resnet21"], ["landscape.hessian.runs", "resnet21", "resnet20"]),
+    ("landscape.hessian.runs", ["mystery"], ["landscape.hessian.runs", "mystery", "Known runs", "resnet110_noshort"]),
+    ("landscape.hessian.plane", "filter-1d", ["landscape.hessian.plane", "filter-1d", "filter-2d"]),
+    ("landscape.hessian.maxiter", 0, ["landscape.hessian.maxiter", "0", ">= 1"]),
+    ("landscape.eval_batch_size", 0, ["landscape.eval_batch_size", "0", ">= 1"]),
+    ("select", "resnet20", ["select", "resnet20", "array"]),  # --config select=resnet20 instead of [resnet20]
+    ("presets.default.epochs", "20", ["presets.default.epochs", "'20'", "integer"]),
+    ("datasets.digits.train_size", 5000, ["datasets.digits.train_size", "5000", "<= 1700"]),
+    ("runs.resnet56.weight_decay", -1e-4, ["runs.resnet56.weight_decay", "-0.0001", ">= 0"]),
+    ("runs.resnet56", None, ["runs.resnet56", "None", "object"]),
+    ("runs.resnet56.lr", DELETE, ["runs.resnet56", "lr", "required"]),
+    ("landscape.planes.pca", {"norm": "filter", "dims": 2}, ["landscape.planes.pca", "reserved"]),
+    # figures naming runs that do not exist: BAD_FIGURE_CONFIGS below
 ]
 
 

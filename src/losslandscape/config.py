@@ -105,17 +105,23 @@ def _check_cross_keys(config: dict) -> None:
     for name, run in config["runs"].items():
         _check_run(name, run)
     for name in config["select"]:
-        if name not in config["runs"]:
-            hint = difflib.get_close_matches(name, config["runs"], n=1)
-            raise ConfigError(
-                f"config: 'select' names run {name!r}, which is not in 'runs'."
-                + (f" Did you mean {hint[0]!r}?" if hint else f" Known runs: {', '.join(config['runs'])}.")
-            )
+        _check_run_name(config, "select", name)
     _check_landscape(config)
     _check_figures(config)
     preset = presets[config["preset"]]
+    _check_preset(config["preset"], preset, config)
     if preset["dataset"] == "cifar10":
         _check_cifar_folder(config["datasets"].setdefault("cifar10", {"root": "data/cifar10", "download": False}))
+
+
+def _check_run_name(config: dict, key: str, run: str) -> None:
+    """A key that names a run (select, a plane's or figure's runs, ...) must name one of `runs`."""
+    if run not in config["runs"]:
+        hint = difflib.get_close_matches(run, config["runs"], n=1)
+        raise ConfigError(
+            f"config: '{key}' names run {run!r}, which is not in 'runs'."
+            + (f" Did you mean {hint[0]!r}?" if hint else f" Known runs: {', '.join(config['runs'])}.")
+        )
 
 
 def _check_run(name: str, run: dict) -> None:
@@ -149,21 +155,34 @@ def _check_landscape(config: dict) -> None:
               for i, pair in landscape["interpolations"].items() for end in "ab"]
     if PCA_PLANE in landscape["planes"]:
         raise ConfigError(f"config: 'landscape.planes.{PCA_PLANE}' is reserved for the trajectory plane; rename it.")
+    named += [("landscape.hessian.runs", r) for r in landscape["hessian"]["runs"]]
     for key, run in named:
-        if run not in config["runs"]:
-            hint = difflib.get_close_matches(run, config["runs"], n=1)
-            raise ConfigError(f"config: '{key}' names run {run!r}, which is not in 'runs'."
-                              + (f" Did you mean {hint[0]!r}?" if hint else ""))
-    named_hessian = [("landscape.hessian.runs", r) for r in landscape["hessian"]["runs"]]
-    for key, run in named_hessian:
-        if run not in config["runs"]:
-            raise ConfigError(f"config: '{key}' names run {run!r}, which is not in 'runs'.")
+        _check_run_name(config, key, run)
     plane = landscape["hessian"]["plane"]
     if plane not in landscape["planes"] or landscape["planes"][plane]["dims"] != 2:
-        raise ConfigError(f"config: 'landscape.hessian.plane' = {plane!r} must name a 2D plane of 'landscape.planes'.")
+        planes_2d = [p for p, spec in landscape["planes"].items() if spec["dims"] == 2]
+        raise ConfigError(f"config: 'landscape.hessian.plane' = {plane!r} must name a 2D plane of 'landscape.planes': "
+                          f"one of {', '.join(planes_2d) or '(none defined)'}.")
     low, high = landscape["interpolation_range"]
     if low >= high:
-        raise ConfigError(f"config: 'landscape.interpolation_range' = {[low, high]} must go from low to high.")
+        raise ConfigError(f"config: 'landscape.interpolation_range' = {[low, high]} must be [min, max] "
+                          "with min < max (the reference's -0.5 to 1.5: [-0.5, 1.5]).")
+
+
+def _check_preset(name: str, scale: dict, config: dict) -> None:
+    """Scales that pass the schema yet cannot give the outputs asked for."""
+    where = f"presets.{name}"
+    points, stride = scale["landscape"]["points_2d"], scale["hessian"]["stride"]
+    if config["landscape"]["hessian"]["runs"] and (points - 1) // stride + 1 < 2:
+        raise ConfigError(
+            f"config: '{where}.hessian.stride' = {stride} leaves fewer than 2 points per axis of the "
+            f"{points} x {points} grid ('{where}.landscape.points_2d'); it must be at most {points - 1}."
+        )
+    if scale["epochs"] < 2 and trajectory_runs(config):
+        raise ConfigError(
+            f"config: '{where}.epochs' = {scale['epochs']} is too few for the trajectory runs "
+            f"({', '.join(trajectory_runs(config))}): a PCA of the path needs 3 checkpoints; it must be >= 2."
+        )
 
 
 def _check_figures(config: dict) -> None:
@@ -178,7 +197,7 @@ def _check_figures(config: dict) -> None:
         key = f"figures.panels.{fig}"
         for row in rows:
             for run in row:
-                _check_named_run(key, run, config["runs"])
+                _check_run_name(config, key, run)
                 for plane in FIGURE_PLANES.get(fig, []):
                     if plane not in planes_for(config, run):
                         raise ConfigError(f"config: '{key}' draws the {plane!r} surface of run {run!r}, which "
@@ -196,16 +215,9 @@ def _check_figures(config: dict) -> None:
                         raise ConfigError(f"config: '{key}' draws the trajectory of run {run!r}; set "
                                           f"'runs.{run}.trajectory: true' or drop it from the figure.")
     for run in figures["vtp_runs"]:
-        _check_named_run("figures.vtp_runs", run, config["runs"])
+        _check_run_name(config, "figures.vtp_runs", run)
         if VTP_PLANE not in planes_for(config, run):
             raise ConfigError(f"config: 'figures.vtp_runs' names run {run!r}, which has no {VTP_PLANE!r} plane.")
-
-
-def _check_named_run(key: str, run: str, runs: dict) -> None:
-    if run not in runs:
-        hint = difflib.get_close_matches(run, runs, n=1)
-        raise ConfigError(f"config: '{key}' names run {run!r}, which is not in 'runs'."
-                          + (f" Did you mean {hint[0]!r}?" if hint else f" Known runs: {', '.join(runs)}."))
 
 
 def _check_cifar_folder(settings: dict) -> None:
@@ -298,7 +310,8 @@ def plane_settings(config: dict, plane: str) -> dict:
     if plane == PCA_PLANE:
         return {"norm": "pca", "dims": 2, "ignore_biasbn": True}
     spec = config["landscape"]["planes"][plane]
-    return {"norm": spec["norm"], "dims": spec["dims"], "ignore_biasbn": config["landscape"]["ignore_biasbn"]}
+    return {"norm": spec["norm"], "dims": spec["dims"], "ignore_biasbn": config["landscape"]["ignore_biasbn"],
+            "seed": config["landscape"]["seed"]}
 
 
 def grid_settings(config: dict) -> dict:

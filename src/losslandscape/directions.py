@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .io import atomic_path
+from .io import StaleFileError, atomic_path, h5_array, h5_read
 
 NORMALISATIONS = ("filter", "layer", "none")
 
@@ -66,7 +66,7 @@ def save_directions(path: str | Path, directions: list[dict[str, torch.Tensor]],
         for axis, direction in zip("xy", directions):
             group = f.create_group(axis)
             for name, tensor in direction.items():
-                group.create_dataset(name, data=tensor.cpu().numpy())
+                h5_array(group, name, tensor.cpu().numpy())
         f.attrs.update({k: v for k, v in attrs.items() if v is not None})
         f.attrs["dims"] = len(directions)
         f.attrs["version"] = __version__
@@ -74,7 +74,7 @@ def save_directions(path: str | Path, directions: list[dict[str, torch.Tensor]],
 
 def load_directions(path: str | Path, weights: dict[str, torch.Tensor] | None = None) -> tuple[list[dict], dict]:
     """The directions in `path` and their attributes; checked against `weights` when given."""
-    with h5py.File(path, "r") as f:
+    with h5_read(path, fix=REDO) as f:
         attrs = dict(f.attrs)
         directions = [
             {name: torch.from_numpy(f[axis][name][()]) for name in f[axis]} for axis in "xy" if axis in f
@@ -85,13 +85,45 @@ def load_directions(path: str | Path, weights: dict[str, torch.Tensor] | None = 
     return directions, attrs
 
 
+REDO = "Delete it and rerun the pipeline: Snakemake makes it again from the current checkpoint and config."
+
+
 def _check_shapes(path, direction: dict, weights: dict) -> None:
     if set(direction) != set(weights):
         missing = sorted(set(weights) ^ set(direction))[:3]
-        raise ValueError(f"{path} was made for another network (tensors {missing} differ); delete it and rerun.")
+        raise StaleFileError(f"{path} was made for another network (tensors {missing} differ). {REDO}")
     for name, w in weights.items():
         if tuple(direction[name].shape) != tuple(w.shape):
-            raise ValueError(
+            raise StaleFileError(
                 f"{path}: direction '{name}' has shape {tuple(direction[name].shape)}, the network's weight "
-                f"{tuple(w.shape)}; the file was made for another network: delete it and rerun."
+                f"{tuple(w.shape)}; the file was made for another network. {REDO}"
             )
+
+
+def check_directions(path, directions: list[dict], attrs: dict, plane: dict | None = None,
+                     run: str | None = None, weights_digest: str | None = None) -> None:
+    """Refuse a directions file made for another run, checkpoint or plane (the reference reused such files).
+
+    `plane` holds the plane's `dims` and, where known, `norm`, `ignore_biasbn` and `seed`; a file
+    without an attribute (one made outside the pipeline) is not checked on it.
+    """
+    problems = []
+    if plane is not None:
+        if len(directions) < plane["dims"]:
+            problems.append(f"it holds {len(directions)} direction(s) and the plane needs {plane['dims']}")
+        for key in ("norm", "ignore_biasbn"):
+            if key in plane and key in attrs and _plain(attrs[key]) != _plain(plane[key]):
+                problems.append(f"it was made with {key} = {_plain(attrs[key])!r}, the plane needs {plane[key]!r}")
+        if "seed" in plane and "seeds" in attrs and int(attrs["seeds"][0]) != int(plane["seed"]):
+            problems.append(f"it was drawn from seed {int(attrs['seeds'][0])}, the config says {plane['seed']}")
+    if run is not None and "run" in attrs and str(attrs["run"]) != run:
+        problems.append(f"it was made for run {attrs['run']!r}, not {run!r}")
+    if weights_digest is not None and "weights_digest" in attrs and str(attrs["weights_digest"]) != weights_digest:
+        problems.append("it was made from other weights than the current checkpoint (an earlier training?)")
+    if problems:
+        raise StaleFileError(f"{path} does not fit this job: {'; '.join(problems)}. {REDO}")
+
+
+def _plain(value):
+    """An HDF5 attribute as a plain Python value, for comparison."""
+    return value.item() if hasattr(value, "item") else value

@@ -20,6 +20,7 @@ Conventions, and where they differ from the reference tool (loss-landscape's ``h
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
 
+from .io import atomic_path
 from .surface import Batches, PlaneMover
 
 HESSIAN_METRICS = ("max_eig", "min_eig", "ratio", "max_converged", "min_converged")
@@ -202,15 +204,59 @@ class HessianEvaluator(PlaneMover):
         self.op = hvp_operator(model, batches, loss_fn, cache_graph)
         self.tol, self.maxiter, self.warm_start, self.ncv = tol, maxiter, warm_start, ncv
         self.vectors: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        self.state_path: Path | None = None
+        self.saved: dict | None = None
+
+    def keep_warm_state(self, path: str | Path, key: str, order: Sequence[Sequence[float]]) -> None:
+        """Save the warm-start vectors after every point to `path`, and pick them up again after a kill.
+
+        A shard killed and rerun then starts its first unfinished point from the same vectors as an
+        uninterrupted run would (the last finished point's, or, when the kill fell between saving
+        this state and journaling the point, the ones that point itself started from), so the map
+        is bit-identical to an uninterrupted one. `order` is the shard's points in computing order;
+        `key` the shard's settings hash (a state of other settings is ignored).
+        """
+        self.state_path, self.key, self.order = Path(path), key, [tuple(map(float, c)) for c in order]
+        if self.warm_start and self.state_path.exists():
+            with np.load(self.state_path) as saved:
+                if str(saved["key"]) == key:
+                    self.saved = {name: saved[name] for name in saved.files}
+
+    def _resume_vectors(self, coords: tuple[float, ...]) -> None:
+        """On the first point after a restart: the vectors an uninterrupted run would start it from."""
+        saved, self.saved = self.saved, None
+        here = self.order.index(coords) if coords in self.order else -1
+        at = tuple(saved["coords"].tolist())
+        if at == coords:
+            pick = ("before_max", "before_min")
+        elif here > 0 and self.order[here - 1] == at:
+            pick = ("after_max", "after_min")
+        else:
+            return
+        self.vectors = tuple(saved[name] if saved[name].size else None for name in pick)
 
     def __call__(self, coords: Sequence[float]) -> dict[str, float]:
         """``HESSIAN_METRICS`` at the point `coords` (the model is left there)."""
+        coords = tuple(map(float, coords))
+        if self.saved is not None:
+            self._resume_vectors(coords)
         self.move_to(coords)
+        before = self.vectors
         v0 = self.vectors if self.warm_start else None
         result = extreme_eigenvalues(self.op, self.tol, self.maxiter, v0, self.ncv)
         if self.warm_start:  # keep the last converged vector when this point's did not converge
             self.vectors = (_first(result["max_vec"], self.vectors[0]), _first(result["min_vec"], self.vectors[1]))
+            if self.state_path is not None:
+                self._save_state(coords, before)
         return {m: float(result[m]) for m in HESSIAN_METRICS}
+
+    def _save_state(self, coords: tuple[float, ...], before) -> None:
+        empty = np.zeros(0)
+        arrays = {"before_max": before[0], "before_min": before[1], "after_max": self.vectors[0],
+                  "after_min": self.vectors[1]}
+        with atomic_path(self.state_path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, key=np.array(self.key), coords=np.array(coords),
+                     **{k: empty if v is None else v for k, v in arrays.items()})
 
 
 def _first(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:

@@ -14,9 +14,9 @@ import torch
 from . import data as datasets
 from . import directions as dirs
 from . import sharpness, trajectory
-from .checkpoints import list_checkpoints, load_model
-from .io import atomic_path
-from .surface import Evaluator, Grid, compute_shard, gather, make_grid, read_surface, tensor_batches
+from .checkpoints import list_checkpoints, load_model, read_checkpoint
+from .io import atomic_path, recipe_hash, settings_json, tensor_digest
+from .surface import Evaluator, Grid, compute_shard, gather, make_grid, read_surface, shard_points, tensor_batches
 from .train import resolve_device
 
 
@@ -56,8 +56,17 @@ def make_directions(checkpoint: str, out: str, norm: str, ignore_biasbn: bool, s
     made = [dirs.random_direction(weights, seed + axis, norm, ignore_biasbn) for axis in range(2)]
     dirs.save_directions(out, made, {
         "run": ckpt["recipe"]["run"], "checkpoint": str(checkpoint), "norm": norm,
-        "ignore_biasbn": ignore_biasbn, "seeds": [seed, seed + 1],
+        "ignore_biasbn": ignore_biasbn, "seeds": [seed, seed + 1], "weights_digest": tensor_digest(weights),
     })
+
+
+def _checked_directions(directions: str, model, ckpt: dict, plane: dict) -> tuple[list[dict], dict, str]:
+    """A plane's directions, refused when made for another network, run, checkpoint or plane."""
+    weights = dirs.model_weights(model)
+    made, attrs = dirs.load_directions(directions, weights)
+    digest = tensor_digest(weights)
+    dirs.check_directions(directions, made, attrs, plane, ckpt["recipe"]["run"], digest)
+    return made, attrs, digest
 
 
 def _grid(plane: dict, grid: dict, directions_attrs: dict):
@@ -78,13 +87,14 @@ def surface_shard(checkpoint: str, directions: str, out: str, plane: dict, grid:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev)
-    made, attrs = dirs.load_directions(directions, dirs.model_weights(model))
+    made, attrs, digest = _checked_directions(directions, model, ckpt, plane)
     made = made[: plane["dims"]]
     channels_last = _channels_last(evaluation, ckpt)
     batches, data_info = eval_data(ckpt["recipe"], evaluation, dev, channels_last)
     evaluator = Evaluator(model, made, batches, fold_bn=evaluation["fold_bn"], channels_last=channels_last)
     settings = {"checkpoint": str(checkpoint), "directions": dict(attrs, version=None), "plane": plane,
-                "grid": grid, "evaluation": evaluation, "data": data_info}
+                "grid": grid, "evaluation": evaluation, "data": data_info, "weights_digest": digest,
+                "directions_digest": tensor_digest({f"{i}/{n}": t for i, d in enumerate(made) for n, t in d.items()})}
     compute_shard(evaluator, _grid(plane, grid, attrs), shard, n_shards, out, settings,
                   desc=f"surface {ckpt['recipe']['run']} {Path(directions).stem} shard {shard + 1}/{n_shards}")
 
@@ -98,13 +108,17 @@ def surface(shards: list[str], checkpoint: str, directions: str, out: str, plane
         surface_shard(checkpoint, directions, str(points), plane, grid, evaluation, 0, 1, device, threads)
         shards = [str(points)]
     _, attrs = dirs.load_directions(directions)
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model, ckpt = load_model(checkpoint)
+    expect = {"checkpoint": str(checkpoint), "plane": plane, "grid": grid, "evaluation": evaluation,
+              "weights_digest": tensor_digest(dirs.model_weights(model))}
     gather(shards, _grid(plane, grid, attrs), out, {
         "run": ckpt["recipe"]["run"], "checkpoint": str(checkpoint), "epoch": ckpt["epoch"],
         "directions": str(directions), "seeds": attrs["seeds"][: plane["dims"]], "norm": attrs["norm"],
         "ignore_biasbn": attrs["ignore_biasbn"], "train_subset": evaluation.get("train_subset") or 0,
         "subset_seed": evaluation["subset_seed"], "batchnorm": "eval mode, stored running statistics",
-    })
+        "settings": settings_json({"plane": plane, "grid": grid, "evaluation": evaluation,
+                                   "weights_digest": expect["weights_digest"]}),
+    }, expect=expect)
     if points:
         points.unlink()
 
@@ -126,12 +140,16 @@ def interpolate(checkpoint_a: str, checkpoint_b: str, out: str, settings: dict, 
     grid = make_grid(settings["min"], settings["max"], settings["points"])
     run_a, run_b = ckpt_a["recipe"]["run"], ckpt_b["recipe"]["run"]
     points = Path(out).with_name(Path(out).name + ".points")  # resumable, merged into `out` below
+    digests = [tensor_digest(model.state_dict()) for model in (model_a, model_b)]  # before the evaluator moves a
     compute_shard(evaluator, grid, 0, 1, points, {"a": str(checkpoint_a), "b": str(checkpoint_b),
-                  "grid": settings, "evaluation": evaluation, "data": data_info},
+                  "grid": settings, "evaluation": evaluation, "data": data_info, "digests": digests},
                   desc=f"interpolate {run_a} -> {run_b}")
     gather([points], grid, out, {"run_a": run_a, "run_b": run_b, "checkpoint_a": str(checkpoint_a),
                               "checkpoint_b": str(checkpoint_b), "interpolated": "parameters and BatchNorm running statistics",
-                              "train_subset": evaluation.get("train_subset") or 0})
+                              "train_subset": evaluation.get("train_subset") or 0,
+                              "subset_seed": evaluation["subset_seed"],
+                              "settings": settings_json({"grid": settings, "evaluation": evaluation, "digests": digests})},
+           expect={"grid": settings, "evaluation": evaluation, "digests": digests})
     points.unlink()
 
 
@@ -150,22 +168,28 @@ def hessian_shard(checkpoint: str, directions: str, out: str, grid: dict, hessia
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev)
-    made, attrs = dirs.load_directions(directions, dirs.model_weights(model))
+    made, attrs, digest = _checked_directions(directions, model, ckpt, {"dims": 2})
     evaluation = {"train_subset": hessian["train_subset"], "subset_seed": hessian["subset_seed"],
                   "eval_batch_size": hessian["batch_size"]}
     batches, data_info = eval_data(ckpt["recipe"], evaluation, dev)
     evaluator = HessianEvaluator(model, made[:2], batches["train"], tol=hessian["tol"],
                                  maxiter=hessian["maxiter"], warm_start=hessian["warm_start"])
     settings = {"checkpoint": str(checkpoint), "directions": dict(attrs, version=None), "grid": grid,
-                "hessian": hessian, "data": data_info}
-    compute_shard(evaluator, _hessian_grid(grid, hessian), shard, n_shards, out, settings,
+                "hessian": hessian, "data": data_info, "weights_digest": digest}
+    points = _hessian_grid(grid, hessian)
+    warm = Path(out).with_name(Path(out).name + ".warm.npz")  # warm-start vectors: a resumed map is bit-identical
+    evaluator.keep_warm_state(warm, recipe_hash(settings), [points.coords(k) for k in shard_points(points, shard, n_shards)])
+    compute_shard(evaluator, points, shard, n_shards, out, settings,
                   desc=f"hessian {ckpt['recipe']['run']} shard {shard + 1}/{n_shards}", metrics=HESSIAN_METRICS)
+    warm.unlink(missing_ok=True)
 
 
 def hessian_map(shards: list[str], checkpoint: str, directions: str, out: str, grid: dict, hessian: dict) -> None:
     """Merge a Hessian map's shards into the surface layout (min_eig, max_eig, ratio, convergence flags)."""
     _, attrs = dirs.load_directions(directions)
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model, ckpt = load_model(checkpoint)
+    expect = {"checkpoint": str(checkpoint), "grid": grid, "hessian": hessian,
+              "weights_digest": tensor_digest(dirs.model_weights(model))}
     gather(shards, _hessian_grid(grid, hessian), out, {
         "run": ckpt["recipe"]["run"], "checkpoint": str(checkpoint), "directions": str(directions),
         "seeds": attrs["seeds"], "norm": attrs["norm"], "tol": hessian["tol"],
@@ -174,7 +198,8 @@ def hessian_map(shards: list[str], checkpoint: str, directions: str, out: str, g
         "hessian": "of the mean training loss over the chosen data, w.r.t. weights of 2+ dimensions, "
                    "BatchNorm in eval mode; eigenvalues by ARPACK (implicitly restarted Lanczos)",
         "not_converged": "NaN eigenvalue and max_converged/min_converged = 0",
-    })
+        "settings": settings_json(expect),
+    }, expect=expect)
 
 
 def trajectory_pca(final: str, directions: str, out: str, margin: float, points: int) -> None:
@@ -188,14 +213,16 @@ def trajectory_pca(final: str, directions: str, out: str, margin: float, points:
     rows, _, epochs = trajectory.path_matrix(checkpoints, names)
     components, shares = trajectory.pca_directions(rows)
     coords = trajectory.project(rows, components)
-    random_dirs, _ = dirs.load_directions(directions, dirs.model_weights(model))
+    random_dirs, _, digest = _checked_directions(directions, model, ckpt, {"dims": 2})
     flat_random = np.stack([trajectory.flatten_weights(d, names) for d in random_dirs[:2]])
     random_coords = trajectory.project(rows, flat_random)
     template = dict(model.named_parameters())
     trajectory.write_pca(out, components, shares, coords, random_coords, epochs,
                          trajectory.plane_range(coords, margin, points), template, names,
                          {"run": ckpt["recipe"]["run"], "checkpoints": len(checkpoints),
-                          "random_directions": str(directions)})
+                          "random_directions": str(directions), "weights_digest": digest,
+                          "settings": settings_json({"margin": margin, "points": points,
+                                                     "checkpoint_epochs": epochs})})
     print(f"PCA of {len(checkpoints)} checkpoints: the first two components hold "
           f"{100 * shares[0]:.1f} % and {100 * shares[1]:.1f} % of the variation", flush=True)
 

@@ -11,6 +11,8 @@ points it had not finished; the shard's HDF5 file is written once, complete, at 
 
 from __future__ import annotations
 
+import fcntl
+import json
 import math
 import os
 import warnings
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .io import atomic_path, recipe_hash
+from .io import StaleFileError, atomic_path, h5_array, h5_read, recipe_hash, settings_json
 from .progress import Progress
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -183,6 +185,7 @@ def compute_shard(
     out_path = Path(out_path)
     journal = out_path.with_name(out_path.name + ".journal")
     key = recipe_hash({"settings": settings, "metrics": list(metrics)})
+    claim = _claim(out_path)  # a second process on the same shard is refused, never interleaved
     done = _read_journal(journal, key, metrics)
     todo = [k for k in shard_points(grid, shard, n_shards) if k not in done]
     progress = Progress(len(done) + len(todo), desc, "points", initial=len(done))
@@ -200,11 +203,50 @@ def compute_shard(
             progress.update(**{metrics[0]: f"{values[metrics[0]]:.4g}"})
     indices = np.array(sorted(done), dtype=np.int64)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("indices", data=indices)
+        h5_array(f, "indices", indices)
         for m in metrics:
-            f.create_dataset(m, data=np.array([done[k][m] for k in indices], dtype=np.float64))
-        f.attrs.update(settings_hash=key, shard=shard, n_shards=n_shards, metrics=list(metrics))
+            h5_array(f, m, np.array([done[k][m] for k in indices], dtype=np.float64))
+        _write_grid(f, grid)
+        f.attrs.update(settings_hash=key, shard=shard, n_shards=n_shards, metrics=list(metrics),
+                       settings=settings_json(settings))
     journal.unlink()
+    _release(claim, out_path)
+
+
+_HELD: dict[str, object] = {}  # this process's shard locks, by lock path
+
+
+def _claim(out_path: Path):
+    """An exclusive lock on a shard (`<shard>.lock`), held until the shard is written or the process ends.
+
+    A lock this process still holds from an interrupted call (a traceback kept alive by an
+    interactive session) is taken over: one process never computes the same shard twice at once.
+    """
+    name = str(out_path.with_name(out_path.name + ".lock"))
+    if name in _HELD:
+        _HELD.pop(name).close()
+    lock = open(name, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise RuntimeError(f"{out_path} is being computed by another process right now (it holds "
+                           f"{lock.name}); wait for it to finish, or stop it, then rerun.") from None
+    _HELD[name] = lock
+    return lock
+
+
+def _release(lock, out_path: Path) -> None:
+    Path(lock.name).unlink(missing_ok=True)
+    _HELD.pop(lock.name, None)
+    lock.close()
+
+
+def _write_grid(f, grid: Grid) -> None:
+    """The shard's grid, so that a gather over another grid is refused."""
+    h5_array(f, "xcoordinates", grid.x)
+    if grid.y is not None:
+        h5_array(f, "ycoordinates", grid.y)
 
 
 def _read_journal(journal: Path, key: str, metrics: Sequence[str]) -> dict[int, dict[str, float]]:
@@ -213,6 +255,8 @@ def _read_journal(journal: Path, key: str, metrics: Sequence[str]) -> dict[int, 
         return {}
     lines = journal.read_text().split("\n")
     if not lines or lines[0] != f"# settings {key}":
+        print(f"{journal} was written with other settings ({lines[0][11:] or 'none'} != {key}): "
+              "discarding its points and starting this shard afresh", flush=True)
         journal.unlink()  # made with other settings: nothing in it can be reused
         return {}
     done = {}
@@ -223,25 +267,62 @@ def _read_journal(journal: Path, key: str, metrics: Sequence[str]) -> dict[int, 
     return done
 
 
-def gather(shard_paths: Sequence[str | Path], grid: Grid, out_path: str | Path, attrs: dict) -> dict[str, np.ndarray]:
-    """Merge shard files into one surface file in the reference tool's layout, Z[iy, ix]."""
+SHARD_FIX = "Delete the shard file and rerun the pipeline: Snakemake computes the shard again."
+
+
+def gather(shard_paths: Sequence[str | Path], grid: Grid, out_path: str | Path, attrs: dict,
+           expect: dict | None = None) -> dict[str, np.ndarray]:
+    """Merge shard files into one surface file in the reference tool's layout, Z[iy, ix].
+
+    Every shard must be readable, of this grid, one of the same `n` shards, and made with the same
+    settings, and with the values in `expect` (a part of the settings the shard was computed with):
+    a shard left from other settings is refused with its path, never merged.
+    """
     values: dict[str, np.ndarray] = {}
     seen = np.zeros(grid.size, dtype=bool)
-    keys = set()
+    keys, shards = {}, {}
     for path in shard_paths:
-        with h5py.File(path, "r") as f:
-            keys.add(f.attrs["settings_hash"])
+        with h5_read(path, fix=SHARD_FIX) as f:
+            _check_shard(path, f, grid, expect)
+            keys[str(path)] = f.attrs["settings_hash"]
+            shards.setdefault((int(f.attrs.get("shard", -1)), int(f.attrs.get("n_shards", -1))), []).append(str(path))
             idx = f["indices"][()]
             seen[idx] = True
             for m in f.attrs["metrics"]:
                 values.setdefault(m, np.full(grid.size, np.nan))[idx] = f[m][()]
-    if len(keys) > 1:
-        raise ValueError(f"shards {list(map(str, shard_paths))} were computed with different settings; rerun them.")
+    if len(set(keys.values())) > 1:
+        raise StaleFileError(f"the shards of {out_path} were computed with different settings "
+                             f"({', '.join(f'{p}: {k}' for p, k in keys.items())}). {SHARD_FIX}")
+    repeated = [paths for paths in shards.values() if len(paths) > 1]
+    if repeated:
+        raise StaleFileError(f"{repeated[0]} are the same shard; a surface needs each shard once.")
+    if len({n for _, n in shards}) > 1:
+        raise StaleFileError(f"the shards of {out_path} come from splits into different numbers of shards "
+                             f"({', '.join(f'{p[0]}: {n}' for (_, n), p in shards.items())}). {SHARD_FIX}")
     if not seen.all():
         raise ValueError(f"{np.count_nonzero(~seen)} grid points are missing from the shards of {out_path}.")
     surface = {m: v.reshape(grid.shape) for m, v in values.items()}
     write_surface(out_path, grid, surface, attrs)
     return surface
+
+
+def _check_shard(path, f, grid: Grid, expect: dict | None) -> None:
+    """Refuse a shard of another grid or other settings than the surface being gathered."""
+    problems = []
+    for axis, coords in (("xcoordinates", grid.x), ("ycoordinates", grid.y)):
+        stored = f[axis][()] if axis in f else None
+        if stored is not None and (coords is None or stored.shape != coords.shape or not np.array_equal(stored, coords)):
+            problems.append(f"its {axis} differ from this surface's grid")
+    if f["indices"].size and (f["indices"][()].max() >= grid.size or f["indices"][()].min() < 0):
+        problems.append(f"its point indices do not fit a grid of {grid.size} points")
+    if expect:
+        made = json.loads(f.attrs["settings"]) if "settings" in f.attrs else {}
+        wanted = json.loads(settings_json(expect))
+        for key, value in wanted.items():
+            if key in made and made[key] != value:
+                problems.append(f"it was computed with {key} = {made[key]}, this surface needs {value}")
+    if problems:
+        raise StaleFileError(f"{path} does not belong to this surface: {'; '.join(problems)}. {SHARD_FIX}")
 
 
 def write_surface(path: str | Path, grid: Grid, surface: dict[str, np.ndarray], attrs: dict) -> None:
@@ -251,13 +332,16 @@ def write_surface(path: str | Path, grid: Grid, surface: dict[str, np.ndarray], 
     """
     checked = [v for k, v in surface.items() if k.endswith("_loss") or k.endswith("_eig")] or list(surface.values())
     nonfinite = np.logical_or.reduce([~np.isfinite(v) for v in checked])
+    if nonfinite.any():
+        print(f"{path}: {int(nonfinite.sum())} of {nonfinite.size} points have an infinite or NaN value; "
+              "they are kept as such and flagged in `nonfinite`", flush=True)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("xcoordinates", data=grid.x)
+        h5_array(f, "xcoordinates", grid.x)
         if grid.y is not None:
-            f.create_dataset("ycoordinates", data=grid.y)
+            h5_array(f, "ycoordinates", grid.y)
         for name, values in surface.items():
-            f.create_dataset(name, data=values)
-        f.create_dataset("nonfinite", data=nonfinite)
+            h5_array(f, name, values)
+        h5_array(f, "nonfinite", nonfinite)
         f.attrs.update({k: v for k, v in attrs.items() if v is not None})
         f.attrs["layout"] = "Z[ix]" if grid.y is None else "Z[iy, ix]: rows follow ycoordinates, columns xcoordinates"
         f.attrs["nonfinite_points"] = int(nonfinite.sum())
@@ -266,12 +350,29 @@ def write_surface(path: str | Path, grid: Grid, surface: dict[str, np.ndarray], 
         f.attrs["version"] = __version__
 
 
-def read_surface(path: str | Path) -> dict:
-    """A surface file as a dict of arrays plus `attrs`."""
-    with h5py.File(path, "r") as f:
+def read_surface(path: str | Path, expect: dict | None = None) -> dict:
+    """A surface file as a dict of arrays plus `attrs`.
+
+    A damaged file raises `DamagedFileError`; with `expect` ({attribute: value}), a file whose
+    attributes say it was made with other settings raises `StaleFileError`, both naming the path.
+    """
+    with h5_read(path) as f:
         surface = {name: f[name][()] for name in f if isinstance(f[name], h5py.Dataset)}
         surface["attrs"] = dict(f.attrs)
+    for key, value in (expect or {}).items():
+        have = surface["attrs"].get(key)
+        if have is None or json.loads(settings_json({"v": have})) != json.loads(settings_json({"v": value})):
+            raise StaleFileError(f"{path} was made with {key} = {have!r}, not {value!r}: it is left from other "
+                                 "settings. Delete it and rerun the pipeline: Snakemake computes it again.")
     return surface
+
+
+def masked(surface: dict, name: str = "train_loss") -> np.ma.MaskedArray:
+    """`surface[name]` with its infinite or NaN points masked (and those flagged in `nonfinite`), for plots."""
+    values = np.ma.masked_invalid(np.asarray(surface[name], dtype=np.float64))
+    if "nonfinite" in surface:
+        values = np.ma.masked_where(np.asarray(surface["nonfinite"], dtype=bool) | np.ma.getmaskarray(values), values)
+    return values
 
 
 def compute_surface(evaluator, grid: Grid, desc: str = "surface") -> dict[str, np.ndarray]:

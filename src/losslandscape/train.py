@@ -21,7 +21,7 @@ from torch import nn
 from . import data as datasets
 from .checkpoints import checkpoint_path, save_checkpoint
 from .evaluate import evaluate
-from .io import atomic_path, load_torch, recipe_hash, save_torch
+from .io import DamagedFileError, atomic_path, load_torch, recipe_hash, save_torch
 from .models import build_model
 from .progress import Progress
 
@@ -168,14 +168,19 @@ def _resume_or_start(recipe, run_dir, model, optimizer, scheduler, test_split, d
     """Continue from `resume.pt` when it belongs to this exact recipe; otherwise start afresh."""
     state_path = run_dir / "checkpoints" / "resume.pt"
     if state_path.exists():
-        state = load_torch(state_path)
-        if state.get("recipe_hash") == recipe_hash(recipe):
+        try:
+            state = load_torch(state_path)
+        except DamagedFileError:  # a cache of finished epochs: retraining them is the fix
+            print(f"{state_path} is truncated or corrupted: starting run {recipe['run']} afresh", flush=True)
+            state = {}
+        if state and state.get("recipe_hash") == recipe_hash(recipe):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             print(f"resuming run {recipe['run']} after epoch {state['epoch']}", flush=True)
             return state["history"], state["epoch"] + 1
-        print(f"{state_path} belongs to another recipe: starting run {recipe['run']} afresh", flush=True)
+        if state:
+            print(f"{state_path} belongs to another recipe: starting run {recipe['run']} afresh", flush=True)
     for stale in (run_dir / "checkpoints").glob("*.pt"):
         stale.unlink()
     test_loss, test_acc = evaluate(model, test_split)

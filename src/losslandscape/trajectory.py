@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from . import __version__
-from .io import atomic_path, load_torch
+from .checkpoints import retrain_fix
+from .io import atomic_path, h5_array, load_torch
 
 
 def flatten_weights(state: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
@@ -25,7 +26,7 @@ def flatten_weights(state: dict[str, torch.Tensor], names: list[str]) -> np.ndar
 
 def path_matrix(checkpoints: list[str | Path], names: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Rows θ_i − θ_n over the checkpoints, the final weights θ_n, and the epochs."""
-    states = [load_torch(path) for path in checkpoints]
+    states = [load_torch(path, fix=retrain_fix(path)) for path in checkpoints]
     final = flatten_weights(states[-1]["state_dict"], names)
     rows = np.stack([flatten_weights(s["state_dict"], names) - final for s in states])
     return rows, final, [int(s["epoch"]) for s in states]
@@ -69,12 +70,12 @@ def write_pca(path, components, shares, coords, random_coords, epochs, grid, tem
         for axis, vector in zip("xy", components):
             group = f.create_group(axis)
             for name, tensor in unflatten(vector, template, names).items():
-                group.create_dataset(name, data=tensor.numpy())
-        f.create_dataset("epochs", data=np.array(epochs))
-        f.create_dataset("path_x", data=coords[:, 0])
-        f.create_dataset("path_y", data=coords[:, 1])
-        f.create_dataset("random_path_x", data=random_coords[:, 0])
-        f.create_dataset("random_path_y", data=random_coords[:, 1])
+                h5_array(group, name, tensor.numpy())
+        h5_array(f, "epochs", np.array(epochs))
+        h5_array(f, "path_x", coords[:, 0])
+        h5_array(f, "path_y", coords[:, 1])
+        h5_array(f, "random_path_x", random_coords[:, 0])
+        h5_array(f, "random_path_y", random_coords[:, 1])
         f.attrs.update(attrs)
         f.attrs["explained_variance_ratio"] = shares
         f.attrs["grid"] = [grid[k] for k in ("xmin", "xmax", "xnum", "ymin", "ymax", "ynum")]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .checkpoints import retrain_fix
 from .io import atomic_path, load_torch
 
 
@@ -38,7 +39,7 @@ def summarise(history_path, initial_ckpt, final_ckpt, norms_out, histogram_out, 
     history = pd.read_csv(history_path, sep="\t")
     with atomic_path(norms_out) as tmp:
         history[["epoch", "weight_norm", "param_norm"]].to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    initial = flat_weights(load_torch(initial_ckpt)["state_dict"])
-    final = flat_weights(load_torch(final_ckpt)["state_dict"])
+    initial = flat_weights(load_torch(initial_ckpt, fix=retrain_fix(initial_ckpt))["state_dict"])
+    final = flat_weights(load_torch(final_ckpt, fix=retrain_fix(final_ckpt))["state_dict"])
     with atomic_path(histogram_out) as tmp:
         weight_histograms(initial, final, bins).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
