@@ -70,6 +70,8 @@ BAD_CONFIGS = [
     ("select", ["resnet57"], ["select", "resnet57", "resnet56"]),
     ("training.momentum", 1.0, ["training.momentum", "1.0", "< 1"]),
     ("trainng", {}, ["trainng", "training"]),
+    ("landscape.points_per_call", 0, ["landscape.points_per_call", "0", "'auto' or a value of type integer >= 1"]),
+    ("landscape.precision", "fp16", ["landscape.precision", "fp16", "float32, tf32, bf16"]),
 ]
 
 
