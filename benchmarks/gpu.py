@@ -5,10 +5,10 @@ For ResNet-20, ResNet-56 and WRN-56-4 at CIFAR size (random data), and for each 
 
 * floor: the bare forward pass of the unmodified model over the data, inference mode, at the
   fastest of a few batch sizes and both memory formats; a grid point can never cost less;
-* plain: the pipeline's `surface.Evaluator` one point per pass (BatchNorm folded,
-  channels-last, weights moved in place), at the floor's batch size;
+* plain: the pipeline's `surface.Evaluator` one point per pass (BatchNorm folded, weights
+  moved in place), at the floor's batch size and memory format;
 * batched: the same Evaluator with `points_per_call` (K points per pass through
-  `torch.func.vmap`; `auto` times K on a GPU), at the floor's batch size.
+  `torch.func.vmap`; `auto` times K on a GPU), at the floor's batch size and memory format.
 
 Rates are grid points (= passes over the data) per second, over all timed points after a
 warm-up. The losses of plain and batched are checked against each other (float32) and against
@@ -118,12 +118,13 @@ def bench(label: str, spec: dict, precision: str, setup: Setup, x: Tensor, y: Te
     names = [n for n, _ in model.named_parameters()]
     planes = [dict(zip(names, d)) for d in dirs]
     rate_floor, bs, layout = floor(model, x, setup.batches, precision)
-    cl = x.contiguous(memory_format=torch.channels_last)
+    channels_last = layout == "CL"
+    data = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     g = torch.Generator().manual_seed(2)
 
     def evaluator(per_call):
-        return Evaluator(copy.deepcopy(model), planes, {"data": tensor_batches(cl, y, bs)}, channels_last=True,
-                         points_per_call=per_call, precision=precision)
+        return Evaluator(copy.deepcopy(model), planes, {"data": tensor_batches(data, y, bs)},
+                         channels_last=channels_last, points_per_call=per_call, precision=precision)
 
     plain, batched = evaluator(1), evaluator(setup.per_call)
     k = batched.points_per_call  # resolves `auto` (times K on a GPU) before the clock starts
@@ -160,9 +161,10 @@ def table(rows: list[Row], images: int, header: str) -> str:
     for r in rows:
         best = max(r.plain, r.batched)
         minutes = SURFACE_POINTS * SURFACE_IMAGES / (best * images) / 60
+        projected = f"{minutes:,.0f}" if minutes >= 10 else f"{minutes:.2g}"
         lines.append(f"| {r.model} | {r.precision} | {r.params:,} | {r.batch} {r.layout} | {r.floor:.3g} | "
                      f"{r.plain:.3g} | {r.batched:.3g} | {r.per_call} | {r.batched / r.floor:.2f} | "
-                     f"{r.max_rel_diff:.1e} | {minutes:.3g} |")
+                     f"{r.max_rel_diff:.1e} | {projected} |")
     return "\n".join(lines) + "\n"
 
 

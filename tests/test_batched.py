@@ -192,3 +192,42 @@ def test_bf16_surface_stays_within_its_stated_tolerance(digits, per_call):
         loss = f"{split}_loss"
         np.testing.assert_allclose(bf16[loss], exact[loss], rtol=BF16_RTOL)
         assert not np.array_equal(bf16[loss], exact[loss]), "bf16 is in effect"
+
+
+class FakeGPU:
+    """The CUDA calls of choose_points_per_call, with `per_point` bytes per point and a clock that
+    advances by `cost(k)` seconds per call of k points (or runs out of memory above `oom_at`)."""
+
+    def __init__(self, monkeypatch, cost, per_point=1 << 30, free=10 << 30, oom_at=None):
+        import losslandscape.batched as batched
+
+        self.now, self.cost, self.oom_at, self.peak = 0.0, cost, oom_at, 0
+        cuda = torch.cuda
+        monkeypatch.setattr(cuda, "synchronize", lambda device=None: None)
+        monkeypatch.setattr(cuda, "memory_allocated", lambda device=None: 0)
+        monkeypatch.setattr(cuda, "reset_peak_memory_stats", lambda device=None: None)
+        monkeypatch.setattr(cuda, "max_memory_allocated", lambda device=None: self.peak)
+        monkeypatch.setattr(cuda, "mem_get_info", lambda device=None: (free, 2 * free))
+        monkeypatch.setattr(cuda, "empty_cache", lambda: None)
+        monkeypatch.setattr(batched.time, "perf_counter", lambda: self.now)
+        self.per_point = per_point
+
+    def run(self, k):
+        if self.oom_at is not None and k >= self.oom_at:
+            raise torch.OutOfMemoryError("fake")
+        self.peak = max(self.peak, k * self.per_point)
+        self.now += self.cost(k)
+
+
+@pytest.mark.parametrize("cost,oom_at,expected", [
+    (lambda k: 0.01 + 0.001 * k, None, 4),  # batching pays: the largest K memory allows (10 GB / 2 / 1 GB -> 4)
+    (lambda k: 0.01 * k, None, 1),          # it does not: the smallest K at the best rate
+    (lambda k: 0.01 + 0.001 * k, 4, 2),     # out of memory at K = 4: the largest K that ran
+])
+def test_auto_points_per_call_takes_the_fastest_k_that_fits_in_memory(monkeypatch, cost, oom_at, expected):
+    from losslandscape.batched import choose_points_per_call
+
+    gpu = FakeGPU(monkeypatch, cost, oom_at=oom_at)
+    lines = []
+    assert choose_points_per_call(gpu.run, torch.device("cuda"), log=lines.append) == expected
+    assert lines and "points per call" in lines[0]

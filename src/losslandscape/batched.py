@@ -154,13 +154,20 @@ def choose_points_per_call(run: Callable[[int], None], device: torch.device, lim
     rates: dict[int, float] = {}
     k = 1
     while k <= cap:
-        run(k)
-        torch.cuda.synchronize(device)
-        tic = time.perf_counter()
-        run(k)
-        torch.cuda.synchronize(device)
+        try:
+            run(k)
+            torch.cuda.synchronize(device)
+            tic = time.perf_counter()
+            run(k)
+            torch.cuda.synchronize(device)
+        except torch.OutOfMemoryError:  # the estimate was short (cuDNN workspaces): keep the K that fitted
+            torch.cuda.empty_cache()
+            break
         rates[k] = k / (time.perf_counter() - tic)
         k *= 2
+    if not rates:
+        log("points per call: 1 (out of memory at one point per call)")
+        return 1
     best = max(rates.values())
     chosen = min(k for k, r in rates.items() if r >= 0.97 * best)
     log(f"points per call: {chosen} (timed on one batch: " + ", ".join(f"K={k} {r:.1f} pts/s" for k, r in rates.items())

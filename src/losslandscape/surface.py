@@ -223,11 +223,7 @@ class Evaluator(PlaneMover):
                 coeffs = torch.zeros(k, len(self.directions), device=self.device)
                 self._stacked.sums(self._stacked.weights(coeffs), x, y, self.loss_fn, _correct)
 
-        try:
-            return choose_points_per_call(run, self.device, log=lambda line: print(line, flush=True))
-        except torch.OutOfMemoryError:
-            warnings.warn("evaluating one grid point at a time: out of memory while timing points per call")
-            return 1
+        return choose_points_per_call(run, self.device, log=lambda line: print(line, flush=True))
 
     @torch.inference_mode()
     def many(self, points: Sequence[Sequence[float]]) -> list[dict[str, float]]:
