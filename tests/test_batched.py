@@ -167,7 +167,9 @@ def test_model_that_cannot_be_batched_falls_back_to_one_point_with_a_warning(dig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fx cannot trace it either
         one = compute_surface(Evaluator(model, dirs, batches_of(digits)), grid)
-    evaluator = Evaluator(model, dirs, batches_of(digits), points_per_call=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluator = Evaluator(model, dirs, batches_of(digits), points_per_call=3)
     with pytest.warns(UserWarning, match="one grid point at a time"):
         assert evaluator.points_per_call == 1
     close(compute_surface(evaluator, grid), one, rtol=0)
