@@ -100,6 +100,8 @@ BAD_CONFIGS = [
     ("runs.resnet56", None, ["runs.resnet56", "None", "object"]),
     ("runs.resnet56.lr", DELETE, ["runs.resnet56", "lr", "required"]),
     ("landscape.planes.pca", {"norm": "filter", "dims": 2}, ["landscape.planes.pca", "reserved"]),
+    ("landscape.points_per_call", 0, ["landscape.points_per_call", "0", "'auto' or a value of type integer >= 1"]),
+    ("landscape.precision", "fp16", ["landscape.precision", "fp16", "float32, tf32, bf16"]),
     # figures naming runs that do not exist: BAD_FIGURE_CONFIGS below
 ]
 

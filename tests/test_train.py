@@ -13,6 +13,7 @@ from losslandscape import train as training
 from losslandscape.checkpoints import list_checkpoints, load_model
 from losslandscape.data import load_dataset
 from losslandscape.evaluate import evaluate
+from losslandscape.models import build_model
 from losslandscape.train import TrainingDiverged, batch_size, lr_milestones, train
 
 
@@ -131,3 +132,21 @@ def test_warmup_runs_the_first_epochs_at_a_tenth_of_the_rate():
     assert factors[:2] == pytest.approx([0.1, 1.0])
     assert factors[9:11] == pytest.approx([1.0, 0.1])  # epoch 11 runs after the drop at 10
     assert factors[-1] == pytest.approx(0.001)
+
+
+def test_an_epoch_through_a_compiled_forward_matches_the_eager_one():
+    """`training.compile`: the compiled forward trains the same weights and BN statistics (backend
+    "eager" here, which captures the graph as inductor would, without minutes of C++ compiling)."""
+    data = load_dataset("digits", {"train_size": 100}, seed=0)
+    runs = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = build_model({"model": "resnet", "depth": 8, "width_scale": 0.25}, 1, 8, 10)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        forward = torch.compile(model, backend="eager") if compiled else None
+        metrics = training.train_one_epoch(model, optimizer, data.train, data.augmentation, 32,
+                                           torch.Generator().manual_seed(3), forward)
+        runs.append((metrics, model.state_dict()))
+    assert runs[1][0] == pytest.approx(runs[0][0], rel=1e-5)
+    for name, value in runs[0][1].items():
+        torch.testing.assert_close(runs[1][1][name], value, rtol=1e-4, atol=1e-6, msg=name)

@@ -62,6 +62,9 @@ def _describe(error: jsonschema.ValidationError, root: dict) -> str:
         return f"config: '{key}' lacks a required key: {error.message.split(' is')[0]}."
     if kind == "enum":
         return f"config: '{key}' = {value!r} is not allowed; choose one of: {', '.join(map(str, error.validator_value))}."
+    if kind == "anyOf":
+        choices = " or ".join(_alternative(sub) for sub in error.validator_value)
+        return f"config: '{key}' = {value!r} is not allowed; it must be {choices}."
     if kind == "type":
         return f"config: '{key}' = {value!r} has the wrong type; it must be of type {error.validator_value}."
     bounds = {
@@ -76,6 +79,16 @@ def _describe(error: jsonschema.ValidationError, root: dict) -> str:
     if kind == "pattern":
         return f"config: '{key}' = {value!r} is not a valid name; use letters, digits, '_', '.', '+' or '-'."
     return f"config: '{key}' = {value!r} is invalid: {error.message}."
+
+
+def _alternative(schema: dict) -> str:
+    """One branch of an anyOf in words: 'auto', or 'an integer >= 1'."""
+    if "const" in schema:
+        return repr(schema["const"])
+    text = f"a value of type {schema.get('type', 'any')}"
+    if "minimum" in schema:
+        text += f" >= {schema['minimum']}"
+    return text
 
 
 def _fill_defaults(node: Any, schema: dict, root: dict) -> None:
@@ -320,10 +333,11 @@ def grid_settings(config: dict) -> dict:
 
 
 def evaluation_settings(config: dict) -> dict:
-    """How a loss is evaluated: none of it changes the exact values except `train_subset`."""
+    """How a loss is evaluated: only `train_subset` and `precision` change the values beyond float rounding."""
     landscape = config["landscape"]
     return {"eval_batch_size": landscape["eval_batch_size"], "fold_bn": landscape["fold_bn"],
             "channels_last": landscape["channels_last"], "subset_seed": landscape["subset_seed"],
+            "points_per_call": landscape["points_per_call"], "precision": landscape["precision"],
             "train_subset": preset(config)["landscape"]["train_subset"]}
 
 

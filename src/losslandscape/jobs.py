@@ -46,6 +46,24 @@ def _channels_last(evaluation: dict, ckpt: dict) -> bool:
     return bool(evaluation["channels_last"])
 
 
+def _evaluator(model, directions: list[dict], batches: dict, evaluation: dict, channels_last: bool) -> Evaluator:
+    """The surface evaluator as the config's `landscape` section sets it up (batched points, precision)."""
+    if evaluation["precision"] != "float32":
+        print(f"evaluating in {evaluation['precision']}, not float32 (its error: benchmarks/README.md)", flush=True)
+    return Evaluator(model, directions, batches, fold_bn=evaluation["fold_bn"], channels_last=channels_last,
+                     points_per_call=evaluation["points_per_call"], precision=evaluation["precision"])
+
+
+def _start(device: str, threads: int | None) -> torch.device:
+    """A job's device and threads; cuDNN may pick its fastest kernels, as every batch has one of two shapes."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return dev
+
+
 def make_directions(checkpoint: str, out: str, norm: str, ignore_biasbn: bool, seed: int) -> None:
     """The two random directions of a run under one normalisation: x from `seed`, y from `seed + 1`.
 
@@ -83,15 +101,13 @@ def _grid(plane: dict, grid: dict, directions_attrs: dict):
 def surface_shard(checkpoint: str, directions: str, out: str, plane: dict, grid: dict, evaluation: dict,
                   shard: int, n_shards: int, device: str = "auto", threads: int | None = None) -> None:
     """Evaluate one shard of a run's random-direction line or plane (resumable)."""
-    if threads:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    dev = _start(device, threads)
     model, ckpt = load_model(checkpoint, dev)
     made, attrs, digest = _checked_directions(directions, model, ckpt, plane)
     made = made[: plane["dims"]]
     channels_last = _channels_last(evaluation, ckpt)
     batches, data_info = eval_data(ckpt["recipe"], evaluation, dev, channels_last)
-    evaluator = Evaluator(model, made, batches, fold_bn=evaluation["fold_bn"], channels_last=channels_last)
+    evaluator = _evaluator(model, made, batches, evaluation, channels_last)
     settings = {"checkpoint": str(checkpoint), "directions": dict(attrs, version=None), "plane": plane,
                 "grid": grid, "evaluation": evaluation, "data": data_info, "weights_digest": digest,
                 "directions_digest": tensor_digest({f"{i}/{n}": t for i, d in enumerate(made) for n, t in d.items()})}
@@ -126,9 +142,7 @@ def surface(shards: list[str], checkpoint: str, directions: str, out: str, plane
 def interpolate(checkpoint_a: str, checkpoint_b: str, out: str, settings: dict, evaluation: dict,
                 device: str = "auto", threads: int | None = None) -> None:
     """Fig 2 a/d: loss along (1−α)θ_a + αθ_b, over parameters and BatchNorm running statistics."""
-    if threads:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    dev = _start(device, threads)
     model_a, ckpt_a = load_model(checkpoint_a, dev)
     model_b, ckpt_b = load_model(checkpoint_b, dev)
     state_a, state_b = model_a.state_dict(), model_b.state_dict()
@@ -136,7 +150,7 @@ def interpolate(checkpoint_a: str, checkpoint_b: str, out: str, settings: dict, 
     direction = {n: state_b[n] - state_a[n] for n in moving}
     channels_last = _channels_last(evaluation, ckpt_a)
     batches, data_info = eval_data(ckpt_a["recipe"], evaluation, dev, channels_last)
-    evaluator = Evaluator(model_a, [direction], batches, fold_bn=evaluation["fold_bn"], channels_last=channels_last)
+    evaluator = _evaluator(model_a, [direction], batches, evaluation, channels_last)
     grid = make_grid(settings["min"], settings["max"], settings["points"])
     run_a, run_b = ckpt_a["recipe"]["run"], ckpt_b["recipe"]["run"]
     points = Path(out).with_name(Path(out).name + ".points")  # resumable, merged into `out` below
@@ -164,9 +178,7 @@ def hessian_shard(checkpoint: str, directions: str, out: str, grid: dict, hessia
     """Fig 7: extreme Hessian eigenvalues at one shard's points of a run's 2D plane (resumable)."""
     from .hessian import HESSIAN_METRICS, HessianEvaluator
 
-    if threads:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    dev = _start(device, threads)
     model, ckpt = load_model(checkpoint, dev)
     made, attrs, digest = _checked_directions(directions, model, ckpt, {"dims": 2})
     evaluation = {"train_subset": hessian["train_subset"], "subset_seed": hessian["subset_seed"],

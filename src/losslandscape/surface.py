@@ -85,6 +85,7 @@ class PlaneMover:
         unknown = [n for n in names if n not in live]
         if unknown:
             raise ValueError(f"directions name tensors the model does not have: {unknown[:3]}")
+        self.names = names
         self.tensors = [live[n] for n in names]
         self.origin = [(origin or {}).get(n, live[n]).detach().to(live[n].device).clone() for n in names]
         self.directions = [[d[n].to(device=live[n].device, dtype=live[n].dtype) for n in names] for d in directions]
@@ -107,6 +108,11 @@ class Evaluator(PlaneMover):
     conv/linear + BatchNorm pair is evaluated as one layer, which is exact in eval mode and
     cuts the work of a CPU forward pass (benchmarks/README.md). A model that torch.fx cannot
     trace is evaluated unfolded.
+
+    `points_per_call` > 1 evaluates that many points per pass over the data (`many`, through
+    batched.StackedPoints); `"auto"` times a few values on a GPU and takes 1 on a CPU. A model
+    that cannot be batched is evaluated one point at a time, with a warning. `precision` is
+    `float32` (the reference), `tf32` or `bf16` (see batched.precision_context).
     """
 
     def __init__(
@@ -118,9 +124,19 @@ class Evaluator(PlaneMover):
         loss_fn: Callable = F.cross_entropy,
         fold_bn: bool = True,
         channels_last: bool = False,
+        points_per_call: int | str = 1,
+        precision: str = "float32",
     ):
+        from .batched import PRECISIONS
+
         super().__init__(model, directions, origin)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if not (points_per_call == "auto" or (isinstance(points_per_call, int) and points_per_call >= 1)):
+            raise ValueError(f"points_per_call must be 'auto' or an integer >= 1, not {points_per_call!r}")
         self.data, self.loss_fn, self.channels_last = data, loss_fn, channels_last
+        self.precision = precision
+        self.device = self.origin[0].device if self.origin else torch.device("cpu")
         self.forward = model
         if fold_bn:
             from .fold import FoldedNetwork
@@ -129,29 +145,110 @@ class Evaluator(PlaneMover):
                 self.forward = FoldedNetwork(model, channels_last=channels_last)
             except Exception as exc:  # torch.fx cannot trace every user model (data-dependent control flow)
                 warnings.warn(f"evaluating without folding BatchNorm: the model could not be traced ({exc})")
+        self._asked_points = points_per_call
+        self._points: int | None = 1 if points_per_call == 1 else None
+        self._stacked = None
 
     def move_to(self, coords: Sequence[float]) -> None:
         super().move_to(coords)
         if hasattr(self.forward, "refresh"):
             self.forward.refresh()
 
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     @torch.inference_mode()
     def __call__(self, coords: Sequence[float]) -> dict[str, float]:
         """`{split}_loss` (mean over the split) and `{split}_acc` (percent) at the point `coords`."""
+        from .batched import precision_context
+
         self.move_to(coords)
         result = {}
-        for split, batches in self.data.items():
-            sums, count = [], 0
-            for x, y in batches():
-                if self.channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out = self.forward(x)
-                sums.append(torch.stack([self.loss_fn(out, y).double() * len(y), _correct(out, y)]))
-                count += len(y)
-            loss_sum, correct = torch.stack(sums).sum(0).tolist()
-            result[f"{split}_loss"] = loss_sum / count
-            result[f"{split}_acc"] = 100.0 * correct / count if correct >= 0 else math.nan
+        with precision_context(self.precision, self.device):
+            for split, batches in self.data.items():
+                sums, count = [], 0
+                for x, y in batches():
+                    out = self.forward(self._inputs(x))
+                    sums.append(torch.stack([self.loss_fn(out, y).double() * len(y), _correct(out, y)]))
+                    count += len(y)
+                loss_sum, correct = torch.stack(sums).sum(0).tolist()
+                result[f"{split}_loss"] = loss_sum / count
+                result[f"{split}_acc"] = 100.0 * correct / count if correct >= 0 else math.nan
         return result
+
+    @property
+    def points_per_call(self) -> int:
+        """K, the points evaluated per pass over the data (resolved, and checked, on first use)."""
+        if self._points is None:
+            self._points = self._resolve_points()
+        return self._points
+
+    def _resolve_points(self) -> int:
+        """Build the batched evaluation, check it against the point-by-point one on a few images,
+        and pick K; any failure falls back to K = 1 with a warning."""
+        from .batched import StackedPoints, choose_points_per_call, precision_context
+
+        asked = self._asked_points
+        if asked == "auto" and self.device.type != "cuda":
+            return 1  # a CPU gains nothing from batching points (benchmarks/README.md)
+        module = getattr(self.forward, "graph_module", self.forward)
+        try:
+            self._stacked = StackedPoints(module, self.tensors, self.origin, self.directions,
+                                          getattr(self.forward, "_triples", ()))
+            x, y = next(iter(next(iter(self.data.values()))()))
+            x, y = self._inputs(x[:8]), y[:8]
+            probe = [[0.5 * (-1) ** i] * len(self.directions) for i in range(2)]
+            with torch.inference_mode(), precision_context("float32", self.device):
+                batched = self._stacked.sums(self._stacked.weights(torch.tensor(probe)), x, y, self.loss_fn, _correct)
+                single = []
+                for c in probe:
+                    self.move_to(c)
+                    out = self.forward(x)
+                    single.append(torch.stack([self.loss_fn(out, y).double() * len(y), _correct(out, y)]))
+                self.restore()
+            if not torch.allclose(batched, torch.stack(single), rtol=1e-3, atol=1e-6, equal_nan=True):
+                raise ValueError(f"batched losses {batched[:, 0].tolist()} differ from one-point ones "
+                                 f"{[s[0].item() for s in single]}")
+        except Exception as exc:
+            warnings.warn(f"evaluating one grid point at a time: this model cannot be batched over points ({exc})")
+            self._stacked = None
+            return 1
+        if asked != "auto":
+            return int(asked)
+        x, y = next(iter(next(iter(self.data.values()))()))
+        x = self._inputs(x)
+
+        def run(k: int) -> None:
+            with torch.inference_mode(), precision_context(self.precision, self.device):
+                coeffs = torch.zeros(k, len(self.directions), device=self.device)
+                self._stacked.sums(self._stacked.weights(coeffs), x, y, self.loss_fn, _correct)
+
+        return choose_points_per_call(run, self.device, log=lambda line: print(line, flush=True))
+
+    @torch.inference_mode()
+    def many(self, points: Sequence[Sequence[float]]) -> list[dict[str, float]]:
+        """The values of `__call__` at several points, in one pass over the data when batching is on.
+
+        Call with at most `points_per_call` points: all of them are held in memory at once.
+        """
+        from .batched import precision_context
+
+        if len(points) == 1 or self.points_per_call == 1 or self._stacked is None:
+            return [self(c) for c in points]
+        weights = self._stacked.weights(torch.tensor([list(map(float, c)) for c in points], device=self.device))
+        results: list[dict[str, float]] = [{} for _ in points]
+        with precision_context(self.precision, self.device):
+            for split, batches in self.data.items():
+                sums, count = [], 0
+                for x, y in batches():
+                    sums.append(self._stacked.sums(weights, self._inputs(x), y, self.loss_fn, _correct))
+                    count += len(y)
+                for result, (loss_sum, correct) in zip(results, torch.stack(sums).sum(0).tolist()):
+                    result[f"{split}_loss"] = loss_sum / count
+                    result[f"{split}_acc"] = 100.0 * correct / count if correct >= 0 else math.nan
+        return results
 
 
 def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -191,16 +288,20 @@ def compute_shard(
     progress = Progress(len(done) + len(todo), desc, "points", initial=len(done))
     if done:
         print(f"{desc}: resuming with {len(done)} points already computed", flush=True)
+    per_call = _points_per_call(evaluator) if todo else 1
     with open(journal, "a") as fh:
         if not done:
             fh.write(f"# settings {key}\n")
-        for k in todo:
-            values = evaluator(grid.coords(k))
-            done[k] = values
-            fh.write("\t".join([str(k)] + [repr(float(values[m])) for m in metrics]) + "\n")
+        for start in range(0, len(todo), per_call):
+            chunk = todo[start : start + per_call]
+            for k, values in zip(chunk, _evaluate(evaluator, [grid.coords(k) for k in chunk])):
+                done[k] = values
+                fh.write("\t".join([str(k)] + [repr(float(values[m])) for m in metrics]) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-            progress.update(**{metrics[0]: f"{values[metrics[0]]:.4g}"})
+            progress.update(len(chunk), **{metrics[0]: f"{values[metrics[0]]:.4g}"})
+    if hasattr(evaluator, "restore"):
+        evaluator.restore()  # the model back at θ₀ for whoever uses it next
     indices = np.array(sorted(done), dtype=np.int64)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
         h5_array(f, "indices", indices)
@@ -247,6 +348,16 @@ def _write_grid(f, grid: Grid) -> None:
     h5_array(f, "xcoordinates", grid.x)
     if grid.y is not None:
         h5_array(f, "ycoordinates", grid.y)
+
+
+def _points_per_call(evaluator) -> int:
+    """K of an evaluator with a `many` method (e.g. Evaluator), else 1."""
+    return max(1, int(getattr(evaluator, "points_per_call", 1))) if hasattr(evaluator, "many") else 1
+
+
+def _evaluate(evaluator, points: list[tuple[float, ...]]) -> list[dict[str, float]]:
+    """Values at `points`, in one batched call where the evaluator has one."""
+    return evaluator.many(points) if len(points) > 1 else [evaluator(points[0])]
 
 
 def _read_journal(journal: Path, key: str, metrics: Sequence[str]) -> dict[int, dict[str, float]]:
@@ -379,11 +490,14 @@ def compute_surface(evaluator, grid: Grid, desc: str = "surface") -> dict[str, n
     """All points of a grid in this process (no shards, no journal): the library's simple path."""
     values: dict[str, np.ndarray] = {}
     progress = Progress(grid.size, desc, "points")
+    per_call = _points_per_call(evaluator)
     try:
-        for k in range(grid.size):
-            for m, v in evaluator(grid.coords(k)).items():
-                values.setdefault(m, np.full(grid.size, np.nan))[k] = v
-            progress.update()
+        for start in range(0, grid.size, per_call):
+            chunk = range(start, min(start + per_call, grid.size))
+            for k, point in zip(chunk, _evaluate(evaluator, [grid.coords(k) for k in chunk])):
+                for m, v in point.items():
+                    values.setdefault(m, np.full(grid.size, np.nan))[k] = v
+            progress.update(len(chunk))
     finally:
         evaluator.restore()
     return {m: v.reshape(grid.shape) for m, v in values.items()}

@@ -83,14 +83,20 @@ def batch_size(recipe: dict, n_train: int) -> int:
     return int(recipe["batch_size"])
 
 
-def train_one_epoch(model, optimizer, train: datasets.Split, aug, size: int, generator) -> tuple[float, float]:
-    """One pass over shuffled, augmented batches; returns the running mean loss and accuracy (%)."""
+def train_one_epoch(model, optimizer, train: datasets.Split, aug, size: int, generator,
+                    forward: nn.Module | None = None) -> tuple[float, float]:
+    """One pass over shuffled, augmented batches; returns the running mean loss and accuracy (%).
+
+    The data stays on its device and the sums on the device, so nothing waits for the host until
+    the epoch ends. `forward` (e.g. a compiled `model`) computes the outputs, else `model` does.
+    """
     model.train()
+    forward = model if forward is None else forward
     device = train.images.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for x, y in datasets.batches(train, size, shuffle=True, generator=generator, aug=aug):
-        out = model(x)
+        out = forward(x)
         loss = F.cross_entropy(out, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -112,11 +118,18 @@ def train(
     history_path: str | Path,
     device: str = "auto",
     threads: int | None = None,
+    compile_model: bool = False,
 ) -> pd.DataFrame:
-    """Train the run described by `recipe` (see config.run_recipe); return its history."""
+    """Train the run described by `recipe` (see config.run_recipe); return its history.
+
+    `compile_model` runs the training forward and backward through `torch.compile` (the model saved
+    and evaluated is the eager one, sharing its weights); it changes results only by rounding.
+    """
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
     run_dir = Path(run_dir)
     name = recipe["run"]
     data = datasets.load_dataset(recipe["dataset"], recipe["data_settings"], seed=recipe["seed"])
@@ -130,17 +143,17 @@ def train(
     optimizer = make_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: lr_factor(recipe, done))
     history, start = _resume_or_start(recipe, run_dir, model, optimizer, scheduler, test_split, data_info)
+    forward = torch.compile(model) if compile_model else model
 
     epochs = recipe["epochs"]
     print(f"run {name}: {recipe['model']}, {len(train_split)} training images, batch {size}, "
-          f"{epochs} epochs on {dev}", flush=True)
+          f"{epochs} epochs on {dev}" + (", compiled" if compile_model else ""), flush=True)
     progress = Progress(epochs, f"train {name}", "epochs", initial=start - 1, interval=0)
     for epoch in range(start, epochs + 1):
         tic = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(
-            model, optimizer, train_split, data.augmentation, size, _epoch_generator(recipe["seed"], epoch, dev)
-        )
+        generator = _epoch_generator(recipe["seed"], epoch, dev)
+        train_loss, train_acc = train_one_epoch(model, optimizer, train_split, data.augmentation, size, generator, forward)
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
                 f"run {name}: the training loss became {train_loss} at epoch {epoch} (lr {lr}). Deep networks "

@@ -20,7 +20,7 @@ STAGE_MODULES = {
     "train": ["train.py", "models", "data.py", "evaluate.py", "checkpoints.py", "io.py"],
     "weights": ["weights.py", "io.py"],
     "directions": ["directions.py", "jobs.py", "checkpoints.py", "models", "io.py"],
-    "surface": ["surface.py", "fold.py", "jobs.py", "checkpoints.py", "models", "data.py", "io.py"],
+    "surface": ["surface.py", "batched.py", "fold.py", "jobs.py", "checkpoints.py", "models", "data.py", "io.py"],
     "sharpness": ["sharpness.py", "jobs.py", "io.py"],
     "hessian": ["hessian.py", "jobs.py", "surface.py", "checkpoints.py", "models", "data.py", "io.py"],
     "trajectory": ["trajectory.py", "jobs.py", "directions.py", "checkpoints.py", "models", "io.py"],

@@ -10,6 +10,7 @@ rule train:
     params:
         recipe=run_recipe,
         device=config["device"],
+        compile=config["training"]["compile"],
         code=code_version("train"),
         run_dir=lambda w: f"{OUT}/train/{w.run}",
     threads: SCALE["threads"]

@@ -11,4 +11,5 @@ with log_to(snakemake.log[0]):
         history_path=snakemake.output.history,
         device=snakemake.params.device,
         threads=snakemake.threads,
+        compile_model=snakemake.params.compile,
     )
