@@ -213,3 +213,16 @@ def test_vtp_export_refuses_a_1d_surface(tmp_path):
     write_surface(tmp_path / "line.h5", grid, {"train_loss": bowl(grid, 1.0)}, {})
     with pytest.raises(ValueError, match="1D surface"):
         write_vtp(tmp_path / "line.h5", tmp_path / "line.vtp")
+
+
+def test_vtp_command_line_exports_a_surface_and_explains_a_1d_one(tmp_path, capsys):
+    from losslandscape.cli import main
+
+    grid = make_grid(-1, 1, 4, -1, 1, 3)
+    write_surface(tmp_path / "s.h5", grid, {"train_loss": bowl(grid, 3.0)}, {})
+    assert main(["vtp", str(tmp_path / "s.h5"), str(tmp_path / "s.vtp"), "--zmax", "5"]) == 0
+    assert ET.parse(tmp_path / "s.vtp").getroot().find("PolyData/Piece").get("NumberOfPoints") == "12"
+    line = make_grid(-1, 1, 4)
+    write_surface(tmp_path / "line.h5", line, {"train_loss": bowl(line, 1.0)}, {})
+    with pytest.raises(SystemExit, match="1D surface"):
+        main(["vtp", str(tmp_path / "line.h5"), str(tmp_path / "line.vtp")])

@@ -2,6 +2,7 @@
 
     losslandscape surface --checkpoint results/default/train/resnet56/final.pt --dims 2 --points 21 --out s.h5
     losslandscape surface --model mypkg.nets:build --weights net.pt --data mypkg.data:loaders --out s.h5
+    losslandscape vtp s.h5 s.vtp --zmax 10     # a 2D surface for ParaView
 
 `--model` names a function returning an nn.Module, `--data` one returning {"train": loader, ...}
 (or one loader); `--weights` is a state_dict saved with torch.save.
@@ -45,6 +46,17 @@ def _own_model(args, device: torch.device):
     return model.to(device), loaders if isinstance(loaders, dict) else {"train": loaders}
 
 
+def _export_vtp(args) -> int:
+    from .vtp import write_vtp
+
+    try:
+        write_vtp(args.surface, args.out, zmax=args.zmax, key=args.key)
+    except (OSError, KeyError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="losslandscape", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     surface.add_argument("--keep-biasbn", action="store_true", help="perturb biases and BatchNorm parameters too")
     surface.add_argument("--device", default="auto")
     surface.add_argument("--out", required=True, help="HDF5 file to write")
+    vtp = sub.add_parser("vtp", help="export a 2D surface file as ParaView .vtp (heights log(loss + 0.1))")
+    vtp.add_argument("surface", help="a 2D surface HDF5 file (this pipeline's or `losslandscape surface`'s)")
+    vtp.add_argument("out", help=".vtp file to write")
+    vtp.add_argument("--zmax", type=float, default=10.0, help="clip the loss here before the log (default 10)")
+    vtp.add_argument("--key", default="train_loss", help="the surface to export (default train_loss)")
     args = parser.parse_args(argv)
+    if args.command == "vtp":
+        return _export_vtp(args)
 
     from .api import loss_surface
     from .train import resolve_device
