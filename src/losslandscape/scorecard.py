@@ -132,14 +132,7 @@ def _unnormalised_misleads(table, pairs, weight_decay):
 
 def _shortcuts_flatten(table, rows):
     claim = "Shortcuts keep deep networks flat: without them the surface is sharper, more so with depth"
-    pairs = _column_pairs(table, rows, "mean_curvature_filter_2d")
-    if not pairs:
-        return _unchecked(claim, "no depth with both variants built")
-    values = table.mean_curvature_filter_2d
-    parts = [f"{s} {values[s]:.3g} vs {n} {values[n]:.3g}" for s, n in pairs]
-    deepest = pairs[-1]
-    return _verdict(claim, "mean 2D curvature " + "; ".join(parts) + " (the deepest pair decides)",
-                    values[deepest[1]] > values[deepest[0]])
+    return _deepest_pair_claim(claim, table, rows, "mean_curvature_filter_2d", "mean 2D curvature", ".3g")
 
 
 def _width_flattens(table, rows):
@@ -158,14 +151,19 @@ def _noshort_nonconvex(table, rows):
     claim = "Deep networks without shortcuts are strongly non-convex (large |λmin/λmax|); with shortcuts near-convex"
     if "hessian_ratio_median" not in table:
         return _unchecked(claim, "no Hessian map computed")
-    pairs = _column_pairs(table, rows, "hessian_ratio_median")
+    return _deepest_pair_claim(claim, table, rows, "hessian_ratio_median", "median |λmin/λmax| over the plane:", ".3f")
+
+
+def _deepest_pair_claim(claim, table, rows, column, measure, spec):
+    """Holds when, at the deepest depth built in both variants, the one without shortcuts scores higher."""
+    pairs = _column_pairs(table, rows, column)
     if not pairs:
-        return _unchecked(claim, "no depth with both variants' Hessian maps")
-    values = table.hessian_ratio_median
-    parts = [f"{s} {values[s]:.3f} vs {n} {values[n]:.3f}" for s, n in pairs]
-    deepest = pairs[-1]
-    return _verdict(claim, "median |λmin/λmax| over the plane: " + "; ".join(parts) + " (the deepest pair decides)",
-                    values[deepest[1]] > values[deepest[0]])
+        return _unchecked(claim, f"no depth with both variants' {column}")
+    values = table[column]
+    parts = [f"{s} {values[s]:{spec}} vs {n} {values[n]:{spec}}" for s, n in pairs]
+    short, noshort = pairs[-1]
+    return _verdict(claim, f"{measure} " + "; ".join(parts) + " (the deepest pair decides)",
+                    values[noshort] > values[short])
 
 
 def _densenet_convex(table):

@@ -162,21 +162,31 @@ class Evaluator(PlaneMover):
     @torch.inference_mode()
     def __call__(self, coords: Sequence[float]) -> dict[str, float]:
         """`{split}_loss` (mean over the split) and `{split}_acc` (percent) at the point `coords`."""
+        self.move_to(coords)
+        return self._over_splits(lambda x, y: self._sums(self.forward(x), y))[0]
+
+    def _sums(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[loss summed over the batch, correct predictions] of one point's outputs."""
+        return torch.stack([self.loss_fn(out, y).double() * len(y), _correct(out, y)])
+
+    def _over_splits(self, batch_sums: Callable) -> list[dict[str, float]]:
+        """Per point, `{split}_loss` (mean over the split) and `{split}_acc` (percent), from
+        `batch_sums(x, y)`: a batch's [loss sum, correct] of one point ([2]) or of K points ([K, 2])."""
         from .batched import precision_context
 
-        self.move_to(coords)
-        result = {}
+        results: list[dict[str, float]] = []
         with precision_context(self.precision, self.device):
             for split, batches in self.data.items():
                 sums, count = [], 0
                 for x, y in batches():
-                    out = self.forward(self._inputs(x))
-                    sums.append(torch.stack([self.loss_fn(out, y).double() * len(y), _correct(out, y)]))
+                    sums.append(batch_sums(self._inputs(x), y))
                     count += len(y)
-                loss_sum, correct = torch.stack(sums).sum(0).tolist()
-                result[f"{split}_loss"] = loss_sum / count
-                result[f"{split}_acc"] = 100.0 * correct / count if correct >= 0 else math.nan
-        return result
+                totals = torch.stack(sums).sum(0).reshape(-1, 2).tolist()
+                results = results or [{} for _ in totals]
+                for result, (loss_sum, correct) in zip(results, totals):
+                    result[f"{split}_loss"] = loss_sum / count
+                    result[f"{split}_acc"] = 100.0 * correct / count if correct >= 0 else math.nan
+        return results
 
     @property
     def points_per_call(self) -> int:
@@ -205,8 +215,7 @@ class Evaluator(PlaneMover):
                 single = []
                 for c in probe:
                     self.move_to(c)
-                    out = self.forward(x)
-                    single.append(torch.stack([self.loss_fn(out, y).double() * len(y), _correct(out, y)]))
+                    single.append(self._sums(self.forward(x), y))
                 self.restore()
             if not torch.allclose(batched, torch.stack(single), rtol=1e-3, atol=1e-6, equal_nan=True):
                 raise ValueError(f"batched losses {batched[:, 0].tolist()} differ from one-point ones "
@@ -233,22 +242,10 @@ class Evaluator(PlaneMover):
 
         Call with at most `points_per_call` points: all of them are held in memory at once.
         """
-        from .batched import precision_context
-
         if len(points) == 1 or self.points_per_call == 1 or self._stacked is None:
             return [self(c) for c in points]
         weights = self._stacked.weights(torch.tensor([list(map(float, c)) for c in points], device=self.device))
-        results: list[dict[str, float]] = [{} for _ in points]
-        with precision_context(self.precision, self.device):
-            for split, batches in self.data.items():
-                sums, count = [], 0
-                for x, y in batches():
-                    sums.append(self._stacked.sums(weights, self._inputs(x), y, self.loss_fn, _correct))
-                    count += len(y)
-                for result, (loss_sum, correct) in zip(results, torch.stack(sums).sum(0).tolist()):
-                    result[f"{split}_loss"] = loss_sum / count
-                    result[f"{split}_acc"] = 100.0 * correct / count if correct >= 0 else math.nan
-        return results
+        return self._over_splits(lambda x, y: self._stacked.sums(weights, x, y, self.loss_fn, _correct))
 
 
 def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
