@@ -381,7 +381,7 @@ def test_snakemake_lock_refuses_a_second_run_and_a_killed_run_resumes_after_unlo
     raw = cfg.load_yaml(REPO / "config.yaml")
     raw.update(preset="tiny", device="cpu", select=["resnet20"])
     raw["datasets"]["digits"]["train_size"] = 1000
-    raw["presets"]["tiny"]["epochs"] = 8
+    raw["presets"]["tiny"]["epochs"] = epochs = 40  # long enough that the lock check ends before training does
     (tmp_path / "config.yaml").write_text(json.dumps(raw))
     target = "results/tiny/train/resnet20/final.pt"
     log = tmp_path / "results/tiny/logs/train/resnet20.log"
@@ -397,7 +397,7 @@ def test_snakemake_lock_refuses_a_second_run_and_a_killed_run_resumes_after_unlo
     wait_for(lambda: log.exists())  # the training job runs: the folder is locked
     second = subprocess.run([*cmd, target], capture_output=True, text=True, timeout=300)
     assert second.returncode != 0 and "LockException" in second.stdout + second.stderr
-    wait_for(lambda: "train resnet20: 1/8 epochs" in log.read_text())
+    wait_for(lambda: f"train resnet20: 1/{epochs} epochs" in log.read_text())
     os.killpg(first.pid, signal.SIGKILL)  # the node dies: Snakemake and its job at once
     first.wait(timeout=60)
     first.stdout.close()
@@ -412,7 +412,7 @@ def test_snakemake_lock_refuses_a_second_run_and_a_killed_run_resumes_after_unlo
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming run resnet20 after epoch" in log.read_text()
     history = pd.read_csv(run_dir / "history.tsv", sep="\t")
-    assert history.epoch.tolist() == list(range(9)), "every epoch once, the resumed ones included"
+    assert history.epoch.tolist() == list(range(epochs + 1)), "every epoch once, the resumed ones included"
 
 
 # ------------------------------------------------------------------------------- numerical failure
